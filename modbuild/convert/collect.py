@@ -1,0 +1,213 @@
+"""Pass 2: the child's namespace, and the transitive closure of what the emitted code uses.
+
+The namespace is the modular file's meaning: every parent definition under its renamed name,
+with the child's own definitions winning wherever a name is used. Only what the child's
+definitions reach is emitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from modbuild.convert import supercall
+from modbuild.convert.merge import ClassMerger, ParentClass
+from modbuild.convert.rename import rename_node, replace_names
+from modbuild.convert.resolve import Parent, ParentImports
+from modbuild.convert.source import ConvertError, Member, SourceModule, Unit, member_key
+from modbuild.naming import Prefix
+
+
+@dataclass
+class OutUnit:
+    names: tuple[str, ...]
+    node: cst.BaseStatement
+    deps: frozenset[str]
+    eager: frozenset[str]
+    key: tuple
+    is_import: bool = False
+    uid: int = field(default=0)
+
+    @property
+    def is_config(self) -> bool:
+        return isinstance(self.node, cst.ClassDef) and self.node.name.value.endswith("Config")
+
+
+class _NamespaceAttrs(cst.CSTTransformer):
+    """`modeling_llama.LlamaMLP` -> `LlamaMLP` for namespace imports of parent modules."""
+
+    def __init__(self, namespaces: set[str]):
+        self.namespaces = namespaces
+
+    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.BaseExpression:
+        if isinstance(original.value, cst.Name) and original.value.value in self.namespaces:
+            return updated.attr
+        return updated
+
+
+def _eager(node: cst.CSTNode, deps: frozenset[str]) -> frozenset[str]:
+    """Names read while the module executes: everything but function bodies and lambdas."""
+    if isinstance(node, cst.FunctionDef):
+        parts = [*node.decorators, node.params] + ([node.returns] if node.returns else [])
+    elif isinstance(node, cst.ClassDef):
+        parts = [*node.decorators, *node.bases, *node.keywords]
+        for stmt in node.body.body if isinstance(node.body, cst.IndentedBlock) else ():
+            parts += [*stmt.decorators, stmt.params] if isinstance(stmt, cst.FunctionDef) else [stmt]
+    else:
+        parts = [node]
+    return frozenset(supercall.names_in(parts).read & deps)
+
+
+class Namespace:
+    def __init__(self, child: SourceModule, prefix: Prefix, parents: list[Parent], imports: ParentImports):
+        self.child, self.prefix, self.parents, self.imports = child, prefix, parents, imports
+        self.by_model = {p.model: p for p in parents}
+        self.local_map = {
+            local: self.by_model[model].renamer.identifier(original) for local, (model, original) in imports.symbols.items()
+        }
+        self.merger = ClassMerger(child.path, child.line_of)
+        self._counter = 0
+        self._parent_cache: dict[int, OutUnit] = {}
+        self.child_units, self.child_roots = self._child_units()
+        self.child_defs = {n: u for u in self.child_units if not u.is_import for n in u.names}
+        self.child_imports = {n: u for u in self.child_units if u.is_import for n in u.names}
+
+    def _new(self, names, node, deps, key, is_import=False) -> OutUnit:
+        self._counter += 1
+        deps = frozenset(deps) - set(names)
+        return OutUnit(tuple(names), node, deps, _eager(node, deps), key, is_import, self._counter)
+
+    # -- the child's own definitions -------------------------------------------------------------
+    def _out(self, names) -> frozenset[str]:
+        return frozenset(self.local_map.get(n, n) for n in names if n not in self.imports.namespaces)
+
+    def _child_units(self) -> tuple[list[OutUnit], list[OutUnit]]:
+        units, roots = [], []
+        last = (-1, 0)
+        for unit in self.child.units:
+            if id(unit.node) in self.imports.statements or unit.names in ((), ("__all__",)):
+                continue
+            if unit.is_import:
+                units.append(self._new(unit.names, unit.node, (), (9999, 0, unit.line), True))
+                continue
+            merged = self._merge(unit) if isinstance(unit.node, cst.ClassDef) else None
+            if merged is not None:
+                out, last = merged
+            else:
+                node = self._localise(unit.node)
+                out = self._new(unit.names, node, self._out(unit.deps), (*last, unit.line))
+            units.append(out)
+            roots.append(out)
+        for stmt, deps, line in self.child.loose:
+            if not _is_docstring_or_all(stmt):
+                roots.append(self._new((), self._localise(stmt), self._out(deps), (10**6, line)))
+        return units, roots
+
+    def _localise(self, node: cst.CSTNode) -> cst.CSTNode:
+        if self.imports.namespaces:
+            node = node.visit(_NamespaceAttrs(set(self.imports.namespaces)))
+        return replace_names(node, self.local_map)
+
+    def _parent_base(self, base: cst.Arg) -> tuple[Parent, str] | None:
+        value = base.value
+        if isinstance(value, cst.Name) and value.value in self.imports.symbols:
+            model, original = self.imports.symbols[value.value]
+            return self.by_model[model], original
+        if isinstance(value, cst.Attribute) and isinstance(value.value, cst.Name):
+            model = self.imports.namespaces.get(value.value.value)
+            if model is not None:
+                return self.by_model[model], value.attr.value
+        return None
+
+    def _merge(self, unit: Unit) -> tuple[OutUnit, tuple] | None:
+        node = unit.node
+        found = [(arg, hit) for arg in node.bases if (hit := self._parent_base(arg))]
+        if not found:
+            return None
+        parents = []
+        for arg, (parent, original) in found:
+            located = parent.find(original)
+            if located is None or not isinstance(located[0].node, cst.ClassDef):
+                raise ConvertError(self.child.path, unit.line, f"'{original}' is not a class of model '{parent.model}'")
+            parents.append(self._renamed_class(parent, *located))
+        members = [Member(mem.key, mem.node, self._out(mem.deps)) for mem in unit.members]
+        own = {cst.Module([]).code_for_node(arg.value) for arg, _ in found}
+        merged = self.merger.merge(node, members, parents, own)
+        out_node = self._localise(merged.node)
+        header = [*node.decorators, *node.keywords, *(a for a in node.bases if all(a is not f for f, _ in found))]
+        deps = self._out(merged.deps) | self._out(supercall.names_in(header).read & unit.deps)
+        key = self._parent_key(found[0][1][0], parents[0].origin)
+        return self._new(unit.names, out_node, deps, key), key[:2]
+
+    def _renamed_class(self, parent: Parent, unit: Unit, module: SourceModule) -> ParentClass:
+        node = rename_node(unit.node, parent.renamer, module.import_names)
+        members = [
+            Member(member_key(new), new, self._parent_deps(parent, module, mem.deps))
+            for mem, new in zip(unit.members, node.body.body)
+        ]
+        return ParentClass(node, members, (unit, module))
+
+    # -- parent definitions pulled in by use -----------------------------------------------------
+    def _parent_deps(self, parent: Parent, module: SourceModule, deps) -> frozenset[str]:
+        return frozenset(d if d in module.import_names else parent.renamer.identifier(d) for d in deps)
+
+    def _parent_key(self, parent: Parent, located: tuple[Unit, SourceModule]) -> tuple:
+        unit, module = located
+        rank = self.parents.index(parent) * 2 + (module is not parent.modules.get("modeling"))
+        return (rank, unit.line, 0)
+
+    def _parent_unit(self, parent: Parent, unit: Unit, module: SourceModule) -> OutUnit:
+        cached = self._parent_cache.get(id(unit.node))
+        if cached is None:
+            if unit.is_import:
+                cached = self._new(unit.names, unit.node, (), (9999, 0, 0), True)
+            else:
+                node = rename_node(unit.node, parent.renamer, module.import_names)
+                names = [n if n in module.import_names else parent.renamer.identifier(n) for n in unit.names]
+                cached = self._new(names, node, self._parent_deps(parent, module, unit.deps), self._parent_key(parent, (unit, module)))
+            self._parent_cache[id(unit.node)] = cached
+        return cached
+
+    def resolve(self, name: str) -> OutUnit | None:
+        """The unit that defines `name` in the child's namespace: child first, then parents in import order."""
+        if name in self.child_defs:
+            return self.child_defs[name]
+        if name in self.child_imports:
+            return self.child_imports[name]
+        for parent in self.parents:
+            if name in parent.index:
+                return self._parent_unit(parent, *parent.index[name])
+        for parent in self.parents:
+            for module in parent.modules.values():
+                for unit in module.units:
+                    if unit.is_import and name in unit.names:
+                        return self._parent_unit(parent, unit, module)
+        return None
+
+    def closure(self, roots: list[OutUnit], stop: set[int] = frozenset()) -> tuple[list[OutUnit], set[str]]:
+        """Units reachable from `roots`; names resolving to units in `stop` are returned, not followed."""
+        seen: dict[int, OutUnit] = {}
+        crossing: set[str] = set()
+        todo = list(roots)
+        while todo:
+            unit = todo.pop()
+            if unit.uid in seen:
+                continue
+            seen[unit.uid] = unit
+            for name in sorted(unit.deps):
+                target = self.resolve(name)
+                if target is None:
+                    continue
+                if target.uid in stop:
+                    crossing.add(name)
+                elif target.uid not in seen:
+                    todo.append(target)
+        return list(seen.values()), crossing
+
+
+def _is_docstring_or_all(stmt: cst.BaseStatement) -> bool:
+    if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+        return False
+    inner = stmt.body[0]
+    return isinstance(inner, cst.Expr) and isinstance(inner.value, (cst.SimpleString, cst.ConcatenatedString))

@@ -1,0 +1,229 @@
+"""Pass 3: merge a child class over its (already renamed) parent class.
+
+Child members replace the parent's members with the same key at the parent's position; new
+members follow. `attr = AttributeError()` and methods that only `raise AttributeError` remove a
+member. Statement-level `super().f(...)` calls are unrolled (see `supercall`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import libcst as cst
+import libcst.matchers as m
+
+from modbuild.convert import supercall
+from modbuild.convert.source import ConvertError, Member
+
+_ATTRIBUTE_ERROR = m.Call(func=m.Name("AttributeError")) | m.Name("AttributeError")
+
+
+@dataclass
+class ParentClass:
+    node: cst.ClassDef  # renamed
+    members: list[Member]  # renamed, deps in output names
+    origin: tuple = ()  # (unit, module) it was renamed from
+
+
+@dataclass
+class Merged:
+    node: cst.ClassDef
+    deps: set[str]
+
+
+def is_removal(node: cst.BaseStatement) -> bool:
+    if m.matches(node, m.SimpleStatementLine(body=[m.Assign(value=_ATTRIBUTE_ERROR)])):
+        return True
+    if isinstance(node, cst.FunctionDef):
+        body = supercall._strip_docstring(list(node.body.body))
+        return len(body) == 1 and m.matches(body[0], m.SimpleStatementLine(body=[m.Raise(exc=_ATTRIBUTE_ERROR)]))
+    return False
+
+
+def _docstring(fn: cst.FunctionDef) -> cst.BaseStatement | None:
+    body = fn.body.body
+    if body and m.matches(body[0], m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString())])):
+        return body[0]
+    return None
+
+
+class ClassMerger:
+    def __init__(self, path, line_of: Callable[[cst.CSTNode], int]):
+        self.path, self.line_of = path, line_of
+        self.deleted: list[tuple[str, cst.BaseStatement]] = []
+
+    def error(self, node: cst.CSTNode) -> Callable[[str], ConvertError]:
+        return lambda message: ConvertError(self.path, self.line_of(node), message)
+
+    def merge(self, child: cst.ClassDef, child_members: list[Member], parents: list[ParentClass], own: set[str]) -> Merged:
+        """Merge `child` over `parents` (first base wins); `own` are the child's names for its merged bases."""
+        self.deleted = []
+        base = parents[-1]
+        members = list(base.members)
+        for parent in reversed(parents[:-1]):
+            members = self._overlay(members, parent.members, {})
+        inherited = {mem.key: mem for mem in members if mem.key}
+        merged_members = self._overlay(members, child_members, inherited)
+        self._check_deleted_attrs(merged_members)
+        body = [mem.node for mem in merged_members] or [cst.SimpleStatementLine([cst.Pass()])]
+        deps = set().union(*(mem.deps for mem in merged_members)) if merged_members else set()
+        node = child.with_changes(
+            bases=self._bases(child, parents, own),
+            keywords=child.keywords or parents[0].node.keywords,
+            decorators=child.decorators or parents[0].node.decorators,
+            body=child.body.with_changes(body=body),
+        )
+        for parent in parents:
+            deps |= _header_deps(parent)
+        return Merged(node, deps)
+
+    def _bases(self, child: cst.ClassDef, parents: list[ParentClass], own: set[str]) -> list[cst.Arg]:
+        bases: list[cst.Arg] = []
+        merged = iter(parents)
+        for arg in child.bases:
+            if isinstance(arg.value, cst.Name) and arg.value.value in own or m.matches(arg.value, m.Attribute()) and _code(arg.value) in own:
+                bases += next(merged).node.bases
+            else:
+                bases.append(arg)
+        seen, out = set(), []
+        for arg in bases:
+            if (key := _code(arg.value)) not in seen:
+                seen.add(key)
+                out.append(arg.with_changes(comma=cst.MaybeSentinel.DEFAULT))
+        return out
+
+    def _overlay(self, parent: list[Member], child: list[Member], inherited: dict[str, Member]) -> list[Member]:
+        by_key = {mem.key: mem for mem in child if mem.key}
+        used: set[str] = set()
+        out = []
+        for mem in parent:
+            override = by_key.get(mem.key) if mem.key else None
+            if override is None:
+                out.append(mem)
+                continue
+            used.add(mem.key)
+            if not is_removal(override.node):
+                out.append(self._member(override, mem, inherited))
+        for mem in child:
+            if mem.key in used or is_removal(mem.node) or m.matches(mem.node, m.SimpleStatementLine([m.Pass()])):
+                continue
+            out.append(self._member(mem, None, inherited))
+        return out
+
+    def _member(self, child: Member, parent: Member | None, inherited: dict[str, Member]) -> Member:
+        if not isinstance(child.node, cst.FunctionDef) or not inherited:
+            return child
+        node, deps = self._unroll(child.node, inherited, set(child.deps))
+        if parent is not None and isinstance(parent.node, cst.FunctionDef):
+            node = _inherit_function_parts(node, parent.node)
+        return Member(child.key, node, frozenset(deps))
+
+    def _unroll(self, fn: cst.FunctionDef, inherited: dict[str, Member], deps: set[str]) -> tuple[cst.FunctionDef, set[str]]:
+        body: list[tuple[cst.BaseStatement, bool]] = []  # (statement, came from an inlined parent body)
+        for stmt in fn.body.body:
+            found = supercall.statement_call(stmt)
+            target = inherited.get(supercall.super_method(found[0])) if found else None
+            if target is None or not isinstance(target.node, cst.FunctionDef):
+                self._reject_nested_super(stmt, inherited)
+                body.append((stmt, False))
+                continue
+            call, is_return = found
+            inlined, binding = supercall.inline(stmt, call, is_return, target.node, fn, self.error(stmt))
+            if binding.adopt_signature:
+                fn = fn.with_changes(params=supercall.adopt_signature(fn, target.node, self.error(fn)))
+            deps |= target.deps
+            body += [(s, True) for s in inlined]
+        if any(from_parent for _, from_parent in body):
+            body = self._fold_after_super(body)
+        return fn.with_changes(body=fn.body.with_changes(body=[s for s, _ in body])), deps
+
+    def _fold_after_super(self, body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[cst.BaseStatement, bool]]:
+        """`self.x = ...` after a super() call replaces the parent's assignment; `del self.x` removes it."""
+        out: list[tuple[cst.BaseStatement, bool]] = []
+        for stmt, from_parent in body:
+            attr = _self_attr(stmt, cst.Del) if not from_parent else None
+            if attr is not None and (index := _last_assignment(out, attr)) is not None:
+                del out[index]
+                self.deleted.append((attr, stmt))
+                continue
+            attr = _self_attr(stmt, cst.Assign) if not from_parent else None
+            index = _last_assignment(out, attr) if attr is not None else None
+            if index is not None and _can_move(stmt, out, index):
+                out[index] = (stmt, False)
+                continue
+            out.append((stmt, from_parent))
+        return out
+
+    def _reject_nested_super(self, stmt: cst.BaseStatement, inherited: dict[str, Member]) -> None:
+        for call in m.findall(stmt, m.Call(func=m.Attribute(value=m.Call(func=m.Name("super"))))):
+            name = supercall.super_method(call)
+            if name in inherited and supercall.statement_call(stmt) is None:
+                raise self.error(stmt)(
+                    f"super().{name}(...) inside an expression cannot be flattened: "
+                    f"call it as a statement or `return super().{name}(...)`"
+                )
+
+    def _check_deleted_attrs(self, members: list[Member]) -> None:
+        for attr, stmt in self.deleted:
+            uses = m.findall(cst.Module([mem.node for mem in members]), m.Attribute(value=m.Name("self"), attr=m.Name(attr)))
+            if uses:
+                raise self.error(stmt)(f"`del self.{attr}` removes the parent's attribute, but self.{attr} is still used")
+
+
+def _code(node: cst.CSTNode) -> str:
+    return cst.Module([]).code_for_node(node)
+
+
+def _header_deps(parent: ParentClass) -> set[str]:
+    names = supercall.names_in([*parent.node.bases, *parent.node.keywords, *parent.node.decorators])
+    return names.read
+
+
+def _inherit_function_parts(child: cst.FunctionDef, parent: cst.FunctionDef) -> cst.FunctionDef:
+    """Decorators, return annotation and docstring: the child's if it has them, else the parent's."""
+    changes = {}
+    if not child.decorators and parent.decorators:
+        changes["decorators"] = parent.decorators
+    if child.returns is None and parent.returns is not None:
+        changes["returns"] = parent.returns
+    doc = _docstring(parent)
+    if doc is not None and _docstring(child) is None:
+        changes["body"] = child.body.with_changes(body=[doc, *child.body.body])
+    return child.with_changes(**changes) if changes else child
+
+
+def _self_attr(stmt: cst.BaseStatement, kind: type) -> str | None:
+    """`x` for `self.x = ...` (kind Assign) or `del self.x` (kind Del)."""
+    if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], kind)):
+        return None
+    inner = stmt.body[0]
+    target = inner.target if kind is cst.Del else (inner.targets[0].target if len(inner.targets) == 1 else None)
+    if m.matches(target, m.Attribute(value=m.Name("self"))):
+        return target.attr.value
+    return None
+
+
+def _last_assignment(body: list[tuple[cst.BaseStatement, bool]], attr: str) -> int | None:
+    for index in range(len(body) - 1, -1, -1):
+        stmt, from_parent = body[index]
+        if from_parent and _self_attr(stmt, cst.Assign) == attr:
+            return index
+    return None
+
+
+def _self_reads(nodes) -> set[str]:
+    return {a.attr.value for node in nodes for a in m.findall(node, m.Attribute(value=m.Name("self")))}
+
+
+def _can_move(stmt: cst.BaseStatement, body: list[tuple[cst.BaseStatement, bool]], index: int) -> bool:
+    """Moving the child's assignment up to the parent's keeps the meaning only if nothing in between
+    reads the attribute or writes what the new value reads."""
+    attr = _self_attr(stmt, cst.Assign)
+    between = [s for s, _ in body[index + 1 :]]
+    value = stmt.body[0].value
+    if attr in _self_reads(between):
+        return False
+    written = supercall.names_in(between).stored | {a for s in between if (a := _self_attr(s, cst.Assign))}
+    reads = supercall.names_in([value]).read | _self_reads([value])
+    return not (reads & written)

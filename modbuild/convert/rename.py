@@ -1,0 +1,65 @@
+"""Rename the parent prefix inside the nodes that are emitted (never whole parent files)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+
+import libcst as cst
+
+from modbuild.naming import Renamer
+
+
+def _root_name(node: cst.BaseExpression) -> str | None:
+    while isinstance(node, (cst.Attribute, cst.Call, cst.Subscript)):
+        node = node.value if not isinstance(node, cst.Call) else node.func
+    return node.value if isinstance(node, cst.Name) else None
+
+
+class _Rename(cst.CSTTransformer):
+    """Rename identifiers and key-like strings; imports and import-bound names are left alone."""
+
+    def __init__(self, name: Callable[[str], str], string: Callable[[str], str] | None, keep: Collection[str]):
+        self.name, self.string, self.keep = name, string, keep
+
+    def visit_Import(self, node: cst.Import) -> bool:
+        return False
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> bool:
+        return False
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.Name:
+        if original.value in self.keep:
+            return updated
+        new = self.name(original.value)
+        return updated if new == original.value else updated.with_changes(value=new)
+
+    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.Attribute:
+        # `paddle.llama_op` is an attribute of an imported module: its name is not ours to change.
+        if _root_name(original.value) in self.keep:
+            return updated.with_changes(attr=original.attr)
+        return updated
+
+    def leave_SimpleString(self, original: cst.SimpleString, updated: cst.SimpleString) -> cst.SimpleString:
+        if self.string is None or "\\" in original.value:
+            return updated
+        prefix_len = len(original.prefix)
+        quote = original.quote
+        body = original.value[prefix_len + len(quote) : -len(quote)]
+        new = self.string(body)
+        if new == body:
+            return updated
+        return updated.with_changes(value=f"{original.value[:prefix_len]}{quote}{new}{quote}")
+
+
+def rename_node(node: cst.CSTNode, renamer: Renamer, keep: Collection[str] = ()) -> cst.CSTNode:
+    """Rename a parent's node for the child: identifiers and key-like string constants."""
+    if renamer.old == renamer.new:
+        return node
+    return node.visit(_Rename(renamer.identifier, renamer.string, keep))
+
+
+def replace_names(node: cst.CSTNode, mapping: Mapping[str, str]) -> cst.CSTNode:
+    """Replace exactly the given identifiers (the child's references to imported parent names)."""
+    if not mapping:
+        return node
+    return node.visit(_Rename(lambda n: mapping.get(n, n), None, ()))

@@ -1,0 +1,287 @@
+"""Parse a Python file once and index its top-level definitions ("units") with their dependencies.
+
+Dependencies are the module-level (or builtin) names a unit reads, found with libcst's
+`ScopeProvider`: locals, parameters, attributes, keyword names and comprehension variables are
+therefore never mistaken for dependencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import libcst as cst
+from libcst.helpers import get_full_name_for_node
+from libcst.metadata import BuiltinScope, GlobalScope, MetadataWrapper, PositionProvider, ScopeProvider
+
+
+class ConvertError(Exception):
+    """An error in a modular or parent file, reported as `path:line: message`."""
+
+    def __init__(self, path: Path | str, line: int, message: str):
+        super().__init__(f"{path}:{line}: {message}")
+        self.path, self.line = Path(path), line
+
+
+@dataclass
+class Member:
+    """One statement of a class body, keyed for overriding (`forward`, `x.setter`, `__doc__`)."""
+
+    key: str | None
+    node: cst.BaseStatement
+    deps: frozenset[str]
+
+
+@dataclass
+class Unit:
+    """A top-level statement that binds names; imports are split into one unit per bound name."""
+
+    names: tuple[str, ...]
+    node: cst.BaseStatement
+    is_import: bool
+    deps: frozenset[str]  # names read anywhere in the unit
+    eager: frozenset[str]  # names read when the module is executed (bases, decorators, class attrs)
+    line: int
+    members: list[Member] = field(default_factory=list)
+
+    @property
+    def is_class(self) -> bool:
+        return isinstance(self.node, cst.ClassDef)
+
+
+@dataclass
+class SourceModule:
+    path: Path
+    module: cst.Module
+    units: list[Unit]
+    loose: list[tuple[cst.BaseStatement, frozenset[str], int]]  # statements binding nothing
+    import_names: frozenset[str]
+    positions: object
+
+    def line_of(self, node: cst.CSTNode) -> int:
+        try:
+            return self.positions[node].start.line
+        except KeyError:
+            return 0
+
+    def definitions(self) -> dict[str, Unit]:
+        return {name: unit for unit in self.units if not unit.is_import for name in unit.names}
+
+
+class _Reads(cst.CSTVisitor):
+    """Collect global reads below a node, split into eager (module execution) and all."""
+
+    def __init__(self, globals_by_node: dict[int, str]):
+        self.by_node = globals_by_node
+        self.all: set[str] = set()
+        self.eager: set[str] = set()
+        self._lazy_depth = 0
+
+    def _note(self, node: cst.CSTNode) -> None:
+        name = self.by_node.get(id(node))
+        if name is not None:
+            self.all.add(name)
+            if not self._lazy_depth:
+                self.eager.add(name)
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self._note(node)
+
+    def visit_SimpleString(self, node: cst.SimpleString) -> None:
+        self._note(node)  # string annotations
+
+    def visit_FunctionDef_body(self, node: cst.FunctionDef) -> None:
+        self._lazy_depth += 1
+
+    def leave_FunctionDef_body(self, node: cst.FunctionDef) -> None:
+        self._lazy_depth -= 1
+
+    def visit_Lambda_body(self, node: cst.Lambda) -> None:
+        self._lazy_depth += 1
+
+    def leave_Lambda_body(self, node: cst.Lambda) -> None:
+        self._lazy_depth -= 1
+
+
+def _global_reads(wrapper: MetadataWrapper) -> dict[int, str]:
+    scopes = wrapper.resolve(ScopeProvider)
+    reads: dict[int, str] = {}
+    for scope in {s for s in scopes.values() if s is not None}:
+        for access in scope.accesses:
+            referents = access.referents
+            if not referents or any(isinstance(r.scope, (GlobalScope, BuiltinScope)) for r in referents):
+                name = get_full_name_for_node(access.node)
+                if name:
+                    reads[id(access.node)] = name.split(".")[0]
+    return reads
+
+
+def _reads(node: cst.CSTNode, by_node: dict[int, str]) -> tuple[frozenset[str], frozenset[str]]:
+    visitor = _Reads(by_node)
+    node.visit(visitor)
+    return frozenset(visitor.all), frozenset(visitor.eager)
+
+
+def member_key(node: cst.BaseStatement) -> str | None:
+    if isinstance(node, cst.FunctionDef):
+        for decorator in node.decorators:
+            dec = decorator.decorator
+            if isinstance(dec, cst.Attribute) and dec.attr.value in ("setter", "deleter"):
+                return f"{node.name.value}.{dec.attr.value}"
+        return node.name.value
+    if isinstance(node, cst.SimpleStatementLine) and len(node.body) == 1:
+        stmt = node.body[0]
+        if isinstance(stmt, cst.Expr) and isinstance(stmt.value, (cst.SimpleString, cst.ConcatenatedString)):
+            return "__doc__"
+        target = None
+        if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1:
+            target = stmt.targets[0].target
+        elif isinstance(stmt, cst.AnnAssign):
+            target = stmt.target
+        if isinstance(target, cst.Name):
+            return target.value
+    return None
+
+
+def _bound_names(node: cst.CSTNode) -> tuple[str, ...]:
+    """Module-level names bound by a statement (recursing into try/if blocks)."""
+    if isinstance(node, (cst.ClassDef, cst.FunctionDef)):
+        return (node.name.value,)
+    if isinstance(node, cst.SimpleStatementLine):
+        names: list[str] = []
+        for stmt in node.body:
+            if isinstance(stmt, cst.Assign):
+                names += [n for t in stmt.targets for n in _target_names(t.target)]
+            elif isinstance(stmt, cst.AnnAssign) and stmt.value is not None:
+                names += _target_names(stmt.target)
+            elif isinstance(stmt, (cst.Import, cst.ImportFrom)):
+                names += [name for name, _ in split_import(stmt)]
+        return tuple(names)
+    if isinstance(node, (cst.Try, cst.If)):
+        names = []
+        for child in node.children:
+            if isinstance(child, cst.BaseSuite):
+                for stmt in child.body:
+                    names += _bound_names(stmt)
+            elif isinstance(child, (cst.ExceptHandler, cst.Else, cst.Finally, cst.If)):
+                names += _bound_names(child)
+        return tuple(dict.fromkeys(names))
+    if isinstance(node, (cst.ExceptHandler, cst.Else, cst.Finally)):
+        return tuple(n for stmt in node.body.body for n in _bound_names(stmt))
+    return ()
+
+
+def _target_names(target: cst.BaseExpression) -> list[str]:
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for el in target.elements for n in _target_names(el.value)]
+    return []
+
+
+def split_import(stmt: cst.Import | cst.ImportFrom) -> list[tuple[str, cst.Import | cst.ImportFrom]]:
+    """(bound name, single-name import statement) for each alias of an import."""
+    if isinstance(stmt.names, cst.ImportStar):
+        return []
+    out = []
+    for alias in stmt.names:
+        alias = alias.with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        if alias.asname is not None:
+            bound = cst.ensure_type(alias.asname.name, cst.Name).value
+        elif isinstance(stmt, cst.Import):
+            bound = cst.Module([]).code_for_node(alias.name).split(".")[0]
+        else:
+            bound = cst.ensure_type(alias.name, cst.Name).value
+        out.append((bound, stmt.with_changes(names=[alias])))
+    return out
+
+
+def is_sibling_import(stmt: cst.BaseSmallStatement) -> bool:
+    """`from .configuration_llama import LlamaConfig`: the same model's other generated file."""
+    return isinstance(stmt, cst.ImportFrom) and len(stmt.relative) == 1
+
+def _imported_names(module: cst.Module) -> frozenset[str]:
+    """Names bound by imports anywhere at module level, try/except fallbacks included."""
+    names: set[str] = set()
+
+    def walk(stmts) -> None:
+        for stmt in stmts:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                for inner in stmt.body:
+                    if isinstance(inner, (cst.Import, cst.ImportFrom)) and not is_sibling_import(inner):
+                        names.update(name for name, _ in split_import(inner))
+            elif isinstance(stmt, (cst.Try, cst.If)):
+                walk(stmt.body.body)
+                for part in (*getattr(stmt, "handlers", ()), stmt.orelse):
+                    if isinstance(part, cst.If):
+                        walk([part])
+                    elif part is not None:
+                        walk(part.body.body)
+
+    walk(module.body)
+    return frozenset(names)
+
+
+def _class_members(node: cst.ClassDef, by_node: dict[int, str]) -> list[Member]:
+    if not isinstance(node.body, cst.IndentedBlock):
+        return []
+    members = []
+    for stmt in node.body.body:
+        deps, _ = _reads(stmt, by_node)
+        members.append(Member(member_key(stmt), stmt, deps))
+    return members
+
+
+def _units_of(stmt: cst.BaseStatement, by_node: dict[int, str], line: int) -> list[Unit]:
+    if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1:
+        inner = stmt.body[0]
+        if is_sibling_import(inner):
+            return [Unit((), stmt, True, frozenset(), frozenset(), line)]
+        if isinstance(inner, (cst.Import, cst.ImportFrom)):
+            return [
+                Unit((name,), stmt.with_changes(body=[single]), True, frozenset(), frozenset(), line)
+                for name, single in split_import(inner)
+            ]
+    names = _bound_names(stmt)
+    if not names:
+        return []
+    deps, eager = _reads(stmt, by_node)
+    unit = Unit(names, stmt, False, deps - set(names), eager - set(names), line)
+    if isinstance(stmt, cst.ClassDef):
+        unit.members = _class_members(stmt, by_node)
+    return [unit]
+
+
+def parse_source(path: Path, code: str) -> SourceModule:
+    try:
+        module = cst.parse_module(code)
+    except cst.ParserSyntaxError as exc:
+        raise ConvertError(path, exc.raw_line, f"syntax error: {exc.message}") from None
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    by_node = _global_reads(wrapper)
+    positions = wrapper.resolve(PositionProvider)
+    units: list[Unit] = []
+    loose = []
+    for stmt in module.body:
+        line = positions[stmt].start.line
+        found = _units_of(stmt, by_node, line)
+        if found:
+            units += found
+        else:
+            loose.append((stmt, _reads(stmt, by_node)[0], line))
+    return SourceModule(path, module, units, loose, _imported_names(module), positions)
+
+
+@lru_cache(maxsize=256)
+def _cached(path: Path, stamp: tuple[int, int], code: str | None) -> SourceModule:
+    return parse_source(path, code if code is not None else path.read_text())
+
+
+def load_source(path: Path, code: str | None = None) -> SourceModule:
+    """Parse `path` (or the given text for it) once per process."""
+    path = Path(path)
+    if code is not None:
+        return _cached(path, (0, 0), code)
+    stat = path.stat()
+    return _cached(path, (stat.st_mtime_ns, stat.st_size), None)

@@ -1,0 +1,224 @@
+"""Unroll `super().f(...)` statements: inline the parent's body with the call's arguments bound.
+
+Binding follows Python's own rules (positional, keyword, defaults, `*args`, `**kwargs`). Where a
+binding cannot be expressed without changing what the child's code means, this is an error that
+names the call, never a silent re-binding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import libcst as cst
+import libcst.matchers as m
+
+from modbuild.convert.source import ConvertError
+
+SUPER_KWARGS = "super_kwargs"  # `**super_kwargs` in a child signature: "the parent's full signature"
+
+
+@dataclass
+class CallSite:
+    path: object
+    line_of: Callable[[cst.CSTNode], int]
+
+
+def super_method(call: cst.BaseExpression) -> str | None:
+    """`f` if the expression is `super().f(...)` or `super(Cls, self).f(...)`."""
+    if m.matches(call, m.Call(func=m.Attribute(value=m.Call(func=m.Name("super"))))):
+        return call.func.attr.value
+    return None
+
+
+def statement_call(stmt: cst.BaseStatement) -> tuple[cst.Call, bool] | None:
+    """(call, is_return) for `super().f(...)` or `return super().f(...)` statements."""
+    if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1:
+        inner = stmt.body[0]
+        if isinstance(inner, (cst.Expr, cst.Return)) and inner.value is not None and super_method(inner.value):
+            return inner.value, isinstance(inner, cst.Return)
+    return None
+
+
+class _Names(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.read: set[str] = set()
+        self.stored: set[str] = set()
+        self.returns_value = False
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.read.add(node.value)
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        self.stored.update(n.value for n in _flat_names(node.target))
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self.stored.update(n.value for n in _flat_names(node.target))
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self.stored.update(n.value for n in _flat_names(node.target))
+
+    def visit_For(self, node: cst.For) -> None:
+        self.stored.update(n.value for n in _flat_names(node.target))
+
+    def visit_Return(self, node: cst.Return) -> None:
+        if node.value is not None:
+            self.returns_value = True
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        self.stored.add(node.name.value)
+        return False
+
+
+def _flat_names(node: cst.BaseExpression) -> list[cst.Name]:
+    if isinstance(node, cst.Name):
+        return [node]
+    if isinstance(node, (cst.Tuple, cst.List)):
+        return [n for el in node.elements for n in _flat_names(el.value)]
+    return []
+
+
+def names_in(nodes) -> _Names:
+    visitor = _Names()
+    for node in nodes:
+        node.visit(visitor)
+    return visitor
+
+
+def _is_static(fn: cst.FunctionDef) -> bool:
+    return any(m.matches(d.decorator, m.Name("staticmethod")) for d in fn.decorators)
+
+
+@dataclass
+class Binding:
+    values: dict[str, cst.BaseExpression] = field(default_factory=dict)
+    adopt_signature: bool = False
+
+
+def bind(call: cst.Call, parent: cst.FunctionDef, child: cst.FunctionDef, err: Callable[[str], ConvertError]) -> Binding:
+    params = parent.params
+    positional = [*params.posonly_params, *params.params][0 if _is_static(parent) else 1 :]
+    by_name = {p.name.value: p for p in (*positional, *params.kwonly_params)}
+    star = params.star_arg.name.value if isinstance(params.star_arg, cst.Param) else None
+    star_kw = params.star_kwarg.name.value if params.star_kwarg else None
+    child_kw = child.params.star_kwarg.name.value if child.params.star_kwarg else None
+    out = Binding()
+    extra_pos, extra_kw = [], []
+    for index, arg in enumerate(call.args):
+        if arg.star == "*":
+            if star is None:
+                raise err(f"`*{_code(arg.value)}` passed to super(), but the parent has no *args")
+            out.values[star] = arg.value
+        elif arg.star == "**":
+            if m.matches(arg.value, m.Name(SUPER_KWARGS)) and child_kw == SUPER_KWARGS:
+                out.adopt_signature = True
+            elif star_kw is None:
+                raise err(f"`**{_code(arg.value)}` passed to super(), but the parent has no **kwargs")
+            else:
+                out.values[star_kw] = arg.value
+        elif arg.keyword is not None:
+            name = arg.keyword.value
+            if name in out.values:
+                raise err(f"super() got multiple values for argument '{name}'")
+            if name in by_name:
+                out.values[name] = arg.value
+            elif star_kw is not None:
+                extra_kw.append(arg)
+            else:
+                raise err(f"super() got an unexpected keyword argument '{name}' (parent signature: {_sig(parent)})")
+        elif index < len(positional):
+            out.values[positional[index].name.value] = arg.value
+        elif star is not None:
+            extra_pos.append(arg)
+        else:
+            raise err(f"super() takes {len(positional)} positional arguments, {index + 1} given ({_sig(parent)})")
+    if extra_pos:
+        out.values[star] = cst.Tuple([cst.Element(a.value) for a in extra_pos])
+    if extra_kw:
+        out.values[star_kw] = cst.Dict([cst.DictElement(cst.SimpleString(f'"{a.keyword.value}"'), a.value) for a in extra_kw])
+    _fill_defaults(out, positional, params, star, star_kw, err)
+    return out
+
+
+def _fill_defaults(out: Binding, positional, params: cst.Parameters, star, star_kw, err) -> None:
+    for param in (*positional, *params.kwonly_params):
+        name = param.name.value
+        if name in out.values:
+            continue
+        if out.adopt_signature:
+            out.values[name] = cst.Name(name)
+        elif param.default is not None:
+            out.values[name] = param.default
+        else:
+            raise err(f"super() call is missing the argument '{name}'")
+    for name, empty in ((star, cst.Tuple([])), (star_kw, cst.Dict([]))):
+        if name and name not in out.values:
+            out.values[name] = cst.Name(name) if out.adopt_signature else empty
+
+
+def _code(node: cst.CSTNode) -> str:
+    return cst.Module([]).code_for_node(node)
+
+
+def _sig(fn: cst.FunctionDef) -> str:
+    return f"def {fn.name.value}({_code(fn.params)})"
+
+
+def _strip_docstring(body: list[cst.BaseStatement]) -> list[cst.BaseStatement]:
+    if body and m.matches(body[0], m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString())])):
+        return body[1:]
+    return body
+
+
+def inline(
+    stmt: cst.BaseStatement,
+    call: cst.Call,
+    is_return: bool,
+    parent: cst.FunctionDef,
+    child: cst.FunctionDef,
+    err: Callable[[str], ConvertError],
+) -> tuple[list[cst.BaseStatement], Binding]:
+    """The statements that replace one `super().f(...)` statement."""
+    binding = bind(call, parent, child, err)
+    body = _strip_docstring(list(parent.body.body))
+    parent_names = names_in(body)
+    if not is_return and parent_names.returns_value:
+        raise err(f"super().{parent.name.value}(...) returns a value here; write `return super().{parent.name.value}(...)`")
+    child_names = names_in(s for s in child.body.body if s is not stmt)
+    child_names.read |= {p.name.value for p in _all_params(child.params)}
+    prelude = []
+    for name, value in binding.values.items():
+        if m.matches(value, m.Name(name)) or name not in parent_names.read:
+            continue
+        if name in child_names.read:
+            raise err(f"cannot bind the parent's parameter '{name}' to `{_code(value)}`: '{name}' means something else in the child method")
+        prelude.append(cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(cst.Name(name))], value)]))
+    clobbered = (parent_names.stored - set(binding.values)) & child_names.read - {"self", "cls"}
+    if clobbered:
+        raise err(f"inlining super().{parent.name.value}(...) would overwrite the child's local(s) {sorted(clobbered)}")
+    return prelude + body, binding
+
+
+def _all_params(params: cst.Parameters) -> list[cst.Param]:
+    out = [*params.posonly_params, *params.params, *params.kwonly_params]
+    out += [p for p in (params.star_arg, params.star_kwarg) if isinstance(p, cst.Param)]
+    return out
+
+
+def adopt_signature(child: cst.FunctionDef, parent: cst.FunctionDef, err) -> cst.Parameters:
+    """`def f(self, x, **super_kwargs)` takes the parent's parameters in place of `**super_kwargs`."""
+    own = {p.name.value for p in _all_params(child.params)}
+    cp, pp = child.params, parent.params
+    params = [*cp.params, *(p for p in pp.params if p.name.value not in own)]
+    seen_default = False
+    for param in params:
+        if param.default is None and seen_default:
+            raise err(f"merged signature puts required parameter '{param.name.value}' after a default")
+        seen_default |= param.default is not None
+    kwonly = [*cp.kwonly_params, *(p for p in pp.kwonly_params if p.name.value not in own)]
+    star_arg = cp.star_arg if isinstance(cp.star_arg, cst.Param) else pp.star_arg
+    if isinstance(star_arg, cst.ParamStar) and not kwonly:
+        star_arg = cst.MaybeSentinel.DEFAULT
+    params = [p.with_changes(comma=cst.MaybeSentinel.DEFAULT) for p in params]
+    kwonly = [p.with_changes(comma=cst.MaybeSentinel.DEFAULT) for p in kwonly]
+    return cp.with_changes(params=params, kwonly_params=kwonly, star_arg=star_arg, star_kwarg=pp.star_kwarg)

@@ -1,0 +1,109 @@
+"""The model family graph: which modular file imports which model's generated code.
+
+Edges come from imports in `modular/<m>/modular_<m>.py` (and `configuration_<m>.py`):
+
+    from generated.llama.modeling_llama import LlamaMLP     # absolute, the documented form
+    from ..llama.modeling_llama import LlamaMLP             # relative, HF-style sibling package
+
+Either makes `llama` a parent of `<m>`. Parsing uses the stdlib `ast`: edges are all we need here.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import networkx as nx
+
+GENERATED_PACKAGE = "generated"
+MODULAR_FILE_KINDS = ("modular", "configuration")
+
+
+class GraphError(Exception):
+    pass
+
+
+@dataclass
+class Model:
+    name: str
+    sources: list[Path]
+    parents: dict[str, tuple[Path, int]] = field(default_factory=dict)  # parent -> (file, line) of first import
+
+
+def model_sources(model_dir: Path) -> list[Path]:
+    name = model_dir.name
+    return [p for kind in MODULAR_FILE_KINDS if (p := model_dir / f"{kind}_{name}.py").is_file()]
+
+
+def parent_of_import(node: ast.ImportFrom | ast.Import) -> list[str]:
+    """Model names that one import statement refers to (empty if it is not a model import)."""
+    if isinstance(node, ast.Import):
+        dotted = [a.name.split(".") for a in node.names]
+        return [d[1] for d in dotted if len(d) >= 2 and d[0] == GENERATED_PACKAGE]
+    parts = (node.module or "").split(".")
+    if node.level == 0 and parts[0] == GENERATED_PACKAGE:
+        return [parts[1]] if len(parts) >= 2 else [a.name for a in node.names]
+    if node.level == 2 and parts[0]:
+        return [parts[0]]
+    return []
+
+
+def _scan(model: Model, known: set[str]) -> None:
+    for path in model.sources:
+        try:
+            tree = ast.parse(path.read_text(), filename=str(path))
+        except SyntaxError as exc:
+            raise GraphError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            for parent in parent_of_import(node):
+                if parent not in known:
+                    raise GraphError(f"{path}:{node.lineno}: imports unknown model '{parent}'")
+                if parent != model.name:
+                    model.parents.setdefault(parent, (path, node.lineno))
+
+
+def discover(modular_root: Path) -> dict[str, Model]:
+    """All models under `modular_root`, with their parents resolved."""
+    models = {}
+    for model_dir in sorted(p for p in modular_root.iterdir() if p.is_dir()):
+        if sources := model_sources(model_dir):
+            models[model_dir.name] = Model(model_dir.name, sources)
+    for model in models.values():
+        _scan(model, set(models))
+    return models
+
+
+def build_graph(models: dict[str, Model]) -> nx.DiGraph:
+    """Edge parent -> child. Raises GraphError naming the cycle if there is one."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(sorted(models))
+    for name, model in models.items():
+        graph.add_edges_from((parent, name) for parent in model.parents)
+    try:
+        cycle = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return graph
+    names = [edge[0] for edge in cycle] + [cycle[0][0]]
+    where = "; ".join(f"{models[b].parents[a][0]}:{models[b].parents[a][1]}" for a, b in cycle)
+    raise GraphError(f"import cycle: {' -> '.join(names)} ({where})")
+
+
+def load(modular_root: Path) -> tuple[dict[str, Model], nx.DiGraph]:
+    models = discover(modular_root)
+    return models, build_graph(models)
+
+
+def layers(graph: nx.DiGraph) -> list[list[str]]:
+    return [sorted(layer) for layer in nx.topological_generations(graph)]
+
+
+def to_dot(graph: nx.DiGraph) -> str:
+    """DOT text; node names are quoted, so any model name is safe."""
+    lines = ["digraph models {", "  rankdir=LR;", '  node [shape=box, style=rounded, fontname="Helvetica"];']
+    lines += [f'  "{node}";' for node in sorted(graph.nodes)]
+    lines += [f'  "{a}" -> "{b}";' for a, b in sorted(graph.edges)]
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,98 @@
+"""Prefix renaming rules, shared by the converter and the runtime loader.
+
+A model prefix has three spellings: ``llama`` (modules, attributes, string keys),
+``Llama`` (classes) and ``LLAMA`` (constants). A spelling is renamed only where it is a
+whole *segment* of a name. Segments are separated by ``_`` or ``.``, or start at a camel-case
+hump. A digit glued to a prefix makes a different name: ``Llama3RotaryEmbedding`` and the rope
+type ``"llama3"`` are left alone, so they never turn into ``Qwen23RotaryEmbedding``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property
+
+_KEY_LIKE = re.compile(r"[A-Za-z0-9_.]+")
+
+
+@dataclass(frozen=True)
+class Prefix:
+    lower: str
+    camel: str
+
+    @property
+    def upper(self) -> str:
+        return self.lower.upper()
+
+    @classmethod
+    def from_model(cls, model: str, camel: str | None = None) -> "Prefix":
+        return cls(model, camel or "".join(part.capitalize() for part in model.split("_")))
+
+
+@dataclass(frozen=True)
+class Renamer:
+    """Renames one parent prefix to a child prefix."""
+
+    old: Prefix
+    new: Prefix
+
+    @cached_property
+    def _patterns(self) -> tuple[tuple[re.Pattern[str], str], ...]:
+        old, new = self.old, self.new
+        return (
+            # Camel: a hump start before, and the next hump, `_`, `.` or the end after.
+            (re.compile(rf"(?<![A-Z]){re.escape(old.camel)}(?![a-z0-9])"), new.camel),
+            (re.compile(rf"(?<![A-Za-z0-9]){re.escape(old.upper)}(?![A-Z0-9])"), new.upper),
+            (re.compile(rf"(?<![A-Za-z0-9]){re.escape(old.lower)}(?![a-z0-9])"), new.lower),
+        )
+
+    def identifier(self, name: str) -> str:
+        if self.old == self.new:
+            return name
+        for pattern, replacement in self._patterns:
+            name = pattern.sub(replacement, name)
+        return name
+
+    def string(self, value: str) -> str:
+        """Rename a string constant only if it looks like a key: `"llama."`, `"LlamaModel"`."""
+        if not _KEY_LIKE.fullmatch(value):
+            return value
+        return self.identifier(value)
+
+
+class PrefixError(ValueError):
+    pass
+
+
+def _camel_suffix(child: str, base: str) -> str:
+    """The longest common suffix of two class names that starts at a camel hump."""
+    n = 0
+    while n < min(len(child), len(base)) and child[-1 - n] == base[-1 - n]:
+        n += 1
+    suffix = child[len(child) - n :]
+    while suffix and not suffix[0].isupper():
+        suffix = suffix[1:]
+    return suffix
+
+
+def infer_camel_prefixes(pairs: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """Infer (child_camel, parent_camel) from `class Child(Base)` name pairs.
+
+    `Qwen2MLP(LlamaMLP)` votes for ("Qwen2", "Llama"). Pairs without a shared camel suffix
+    (`Qwen2MoeSparseMoeBlock(Qwen2MLP)`) do not vote. A tie between different answers raises.
+    """
+    votes: Counter[tuple[str, str]] = Counter()
+    for child, base in pairs:
+        suffix = _camel_suffix(child, base)
+        child_prefix, base_prefix = child[: len(child) - len(suffix)], base[: len(base) - len(suffix)]
+        if suffix and child_prefix and base_prefix:
+            votes[(child_prefix, base_prefix)] += 1
+    if not votes:
+        return None
+    ranked = votes.most_common()
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        options = ", ".join(f"{c}<-{p}" for (c, p), _ in ranked[:2])
+        raise PrefixError(f"ambiguous prefix: class names suggest {options} equally often")
+    return ranked[0][0]

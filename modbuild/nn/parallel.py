@@ -1,0 +1,134 @@
+"""Tensor-parallel layers built from a declarative, HF-style plan.
+
+A plan maps module paths (``"layers.*.self_attn.q_proj"``) to a style:
+
+- ``"colwise"``: output features split over ranks, output stays sharded.
+- ``"colwise_rep"``: output features split, output gathered (replicated), as for ``lm_head``.
+- ``"rowwise"``: input features split, output all-reduced.
+- ``"vocab"``: embedding rows split.
+
+With ``tensor_parallel_degree == 1`` every factory returns the plain paddle layer, so model code carries no
+parallel branches. The checkpoint split rules (``_get_tensor_parallel_mappings``) are derived from the same plan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+
+import paddle
+from paddle import nn
+from paddle.distributed import fleet
+from paddle.distributed.fleet.layers.mpu import mp_ops
+from paddle.distributed.fleet.utils import sequence_parallel_utils as sp_utils
+from paddlenlp.transformers.conversion_utils import split_or_merge_func
+
+# (style, parameter kind) -> `is_column` for paddlenlp's split function; absent pairs stay replicated.
+# Paddle Linear weights are [in, out]: column splits the last axis, row splits axis 0 (as do vocab rows).
+_SPLIT_IS_COLUMN = {
+    ("colwise", "weight"): True,
+    ("colwise", "bias"): True,
+    ("colwise_rep", "weight"): True,
+    ("colwise_rep", "bias"): True,
+    ("rowwise", "weight"): False,
+    ("vocab", "weight"): False,
+}
+
+DENSE_LAYER_TYPES = (
+    nn.Linear,
+    nn.Embedding,
+    fleet.meta_parallel.ColumnParallelLinear,
+    fleet.meta_parallel.RowParallelLinear,
+    fleet.meta_parallel.VocabParallelEmbedding,
+    sp_utils.ColumnSequenceParallelLinear,
+    sp_utils.RowSequenceParallelLinear,
+)
+
+
+def tensor_parallel_enabled(config) -> bool:
+    return config.tensor_parallel_degree > 1
+
+
+def sequence_parallel_enabled(config) -> bool:
+    return bool(config.sequence_parallel) and tensor_parallel_enabled(config)
+
+
+def build_linear(in_features: int, out_features: int, config, plan: str | None, bias: bool = False) -> nn.Layer:
+    """A linear layer for one plan style; a plain ``nn.Linear`` without tensor parallelism or plan entry."""
+    if plan is None or not tensor_parallel_enabled(config):
+        return nn.Linear(in_features, out_features, bias_attr=None if bias else False)
+    sequence_parallel = sequence_parallel_enabled(config)
+    if plan == "colwise":
+        cls = sp_utils.ColumnSequenceParallelLinear if sequence_parallel else fleet.meta_parallel.ColumnParallelLinear
+        return cls(in_features, out_features, has_bias=bias, gather_output=False)
+    if plan == "colwise_rep":
+        return fleet.meta_parallel.ColumnParallelLinear(in_features, out_features, has_bias=bias, gather_output=True)
+    if plan == "rowwise":
+        cls = sp_utils.RowSequenceParallelLinear if sequence_parallel else fleet.meta_parallel.RowParallelLinear
+        return cls(in_features, out_features, has_bias=bias, input_is_parallel=True)
+    raise ValueError(f"unknown tensor-parallel style for a linear layer: {plan!r}")
+
+
+def build_embedding(num_embeddings: int, embedding_dim: int, config, plan: str | None) -> nn.Layer:
+    """A vocab-sharded embedding for plan ``"vocab"`` under tensor parallelism, else ``nn.Embedding``."""
+    if plan is None or not tensor_parallel_enabled(config):
+        return nn.Embedding(num_embeddings, embedding_dim)
+    if plan == "vocab":
+        return fleet.meta_parallel.VocabParallelEmbedding(num_embeddings, embedding_dim)
+    raise ValueError(f"unknown tensor-parallel style for an embedding: {plan!r}")
+
+
+def tied_logits(hidden_states: paddle.Tensor, embedding_weight: paddle.Tensor, config) -> paddle.Tensor:
+    """Logits against a (possibly vocab-sharded) [vocab, hidden] embedding table, gathered over ranks."""
+    if not tensor_parallel_enabled(config):
+        return paddle.matmul(hidden_states, embedding_weight, transpose_y=True)
+    group = fleet.get_hybrid_communicate_group().get_model_parallel_group()
+    # Looked up on mp_ops at call time so the CPU/gloo shim's replacements apply.
+    hidden_states = mp_ops._c_identity(hidden_states, group=group)
+    return mp_ops._c_concat(paddle.matmul(hidden_states, embedding_weight, transpose_y=True), group=group)
+
+
+def scatter_sequence(hidden_states: paddle.Tensor, config) -> paddle.Tensor:
+    """Under sequence parallelism, [b, s, h] -> this rank's [b*s/tp, h] token slice; identity otherwise."""
+    if not sequence_parallel_enabled(config):
+        return hidden_states
+    return sp_utils.ScatterOp.apply(hidden_states.reshape([-1, hidden_states.shape[-1]]))
+
+
+def gather_sequence(hidden_states: paddle.Tensor, batch_shape: list[int], config) -> paddle.Tensor:
+    """Inverse of ``scatter_sequence``: all tokens back, reshaped to ``batch_shape + [h]``."""
+    if not sequence_parallel_enabled(config):
+        return hidden_states
+    return sp_utils.GatherOp.apply(hidden_states).reshape([*batch_shape, -1])
+
+
+def mark_sequence_parallel(layer: nn.Layer, config) -> None:
+    """Under sequence parallelism a norm sees only this rank's tokens, so its grads must be all-reduced."""
+    if sequence_parallel_enabled(config):
+        for param in layer.parameters():
+            sp_utils.mark_as_sequence_parallel_parameter(param)
+
+
+def _plan_pattern(module_path: str) -> re.Pattern:
+    return re.compile(re.escape(module_path).replace(r"\*", r"\d+") + r"\.(weight|bias)")
+
+
+def tensor_parallel_actions(
+    plan: Mapping[str, str], param_names: Iterable[str], config, is_split: bool = True
+) -> dict[str, Callable]:
+    """paddlenlp ``_get_tensor_parallel_mappings`` actions for ``param_names``, derived from ``plan``."""
+    fn = split_or_merge_func(
+        is_split=is_split,
+        tensor_parallel_degree=config.tensor_parallel_degree,
+        tensor_parallel_rank=config.tensor_parallel_rank,
+        num_attention_heads=config.num_attention_heads,
+    )
+    patterns = [(_plan_pattern(path), style) for path, style in plan.items()]
+    actions = {}
+    for name in param_names:
+        for pattern, style in patterns:
+            match = pattern.fullmatch(name)
+            if match and (style, match.group(1)) in _SPLIT_IS_COLUMN:
+                actions[name] = partial(fn, is_column=_SPLIT_IS_COLUMN[style, match.group(1)])
+    return actions

@@ -1,0 +1,73 @@
+"""A project tree: where its modular inputs and generated outputs live, and its model graph."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import networkx as nx
+
+from modbuild import graph
+from modbuild.convert import Layout
+
+CONVERTER_SOURCES = sorted(
+    str(p) for p in Path(__file__).resolve().parent.rglob("*.py") if p.parent.name == "convert" or p.name == "naming.py"
+)
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+
+    @property
+    def modular(self) -> Path:
+        return self.root / "modular"
+
+    @property
+    def generated(self) -> Path:
+        return self.root / "generated"
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.modular, self.generated)
+
+    @cached_property
+    def models(self) -> dict[str, graph.Model]:
+        return self._loaded[0]
+
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        return self._loaded[1]
+
+    @cached_property
+    def _loaded(self) -> tuple[dict[str, graph.Model], nx.DiGraph]:
+        return graph.load(self.modular)
+
+    def modular_file(self, model: str) -> Path:
+        return self.modular / model / f"modular_{model}.py"
+
+    def build_order(self) -> list[str]:
+        return list(nx.lexicographical_topological_sort(self.graph))
+
+    @cached_property
+    def _with_config(self) -> set[str]:
+        """Models whose output includes `configuration_<m>.py`: they or an ancestor define a *Config class."""
+        found: set[str] = set()
+        for model in self.build_order():
+            tree = ast.parse(self.modular_file(model).read_text())
+            own = any(isinstance(n, ast.ClassDef) and n.name.endswith("Config") for n in tree.body)
+            if own or any(p in found for p in self.graph.predecessors(model)):
+                found.add(model)
+        return found
+
+    def has_config(self, model: str) -> bool:
+        return model in self._with_config
+
+    def outputs(self, model: str) -> list[Path]:
+        """Every file `convert:<model>` writes."""
+        out = [self.generated / model / "__init__.py", self.layout.output_file(model, "modeling")]
+        if self.has_config(model):
+            out.append(self.layout.output_file(model, "configuration"))
+        return out
