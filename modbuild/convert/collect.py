@@ -122,7 +122,8 @@ class Namespace:
 
     def _merge(self, unit: Unit) -> tuple[OutUnit, tuple] | None:
         node = unit.node
-        found = [(arg, hit) for arg in node.bases if (hit := self._parent_base(arg))]
+        # Only the first parent-model base is flattened; further ones (mixins) stay bases, renamed.
+        found = [(arg, hit) for arg in node.bases if (hit := self._parent_base(arg))][:1]
         if not found:
             return None
         parents = []

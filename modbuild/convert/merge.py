@@ -59,8 +59,7 @@ class ClassMerger:
     def merge(self, child: cst.ClassDef, child_members: list[Member], parents: list[ParentClass], own: set[str]) -> Merged:
         """Merge `child` over `parents` (first base wins); `own` are the child's names for its merged bases."""
         self.deleted = []
-        base = parents[-1]
-        members = list(base.members)
+        members = list(parents[-1].members)
         for parent in reversed(parents[:-1]):
             members = self._overlay(members, parent.members, {})
         inherited = {mem.key: mem for mem in members if mem.key}
@@ -123,13 +122,12 @@ class ClassMerger:
         body: list[tuple[cst.BaseStatement, bool]] = []  # (statement, came from an inlined parent body)
         for stmt in fn.body.body:
             found = supercall.statement_call(stmt)
-            target = inherited.get(supercall.super_method(found[0])) if found else None
+            target = inherited.get(supercall.super_method(found.call)) if found else None
             if target is None or not isinstance(target.node, cst.FunctionDef):
                 self._reject_nested_super(stmt, inherited)
                 body.append((stmt, False))
                 continue
-            call, is_return = found
-            inlined, binding = supercall.inline(stmt, call, is_return, target.node, fn, self.error(stmt))
+            inlined, binding = supercall.inline(stmt, found, target.node, fn, self.error(stmt))
             if binding.adopt_signature:
                 fn = fn.with_changes(params=supercall.adopt_signature(fn, target.node, self.error(fn)))
             deps |= target.deps

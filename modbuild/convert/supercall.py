@@ -31,12 +31,28 @@ def super_method(call: cst.BaseExpression) -> str | None:
     return None
 
 
-def statement_call(stmt: cst.BaseStatement) -> tuple[cst.Call, bool] | None:
-    """(call, is_return) for `super().f(...)` or `return super().f(...)` statements."""
-    if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1:
-        inner = stmt.body[0]
-        if isinstance(inner, (cst.Expr, cst.Return)) and inner.value is not None and super_method(inner.value):
-            return inner.value, isinstance(inner, cst.Return)
+@dataclass
+class SuperStatement:
+    """A statement-level super call: `super().f(...)`, `return super().f(...)` or `x = super().f(...)`."""
+
+    call: cst.Call
+    form: str  # "expr" | "return" | "assign"
+    target: cst.BaseAssignTargetExpression | None = None
+
+
+def statement_call(stmt: cst.BaseStatement) -> SuperStatement | None:
+    if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1):
+        return None
+    inner = stmt.body[0]
+    value = getattr(inner, "value", None)
+    if value is None or not super_method(value):
+        return None
+    if isinstance(inner, cst.Expr):
+        return SuperStatement(value, "expr")
+    if isinstance(inner, cst.Return):
+        return SuperStatement(value, "return")
+    if isinstance(inner, cst.Assign) and len(inner.targets) == 1:
+        return SuperStatement(value, "assign", inner.targets[0].target)
     return None
 
 
@@ -48,6 +64,15 @@ class _Names(cst.CSTVisitor):
 
     def visit_Name(self, node: cst.Name) -> None:
         self.read.add(node.value)
+
+    # Attribute names and keyword names are not variables.
+    def visit_Attribute(self, node: cst.Attribute) -> bool:
+        node.value.visit(self)
+        return False
+
+    def visit_Arg(self, node: cst.Arg) -> bool:
+        node.value.visit(self)
+        return False
 
     def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
         self.stored.update(n.value for n in _flat_names(node.target))
@@ -172,31 +197,77 @@ def _strip_docstring(body: list[cst.BaseStatement]) -> list[cst.BaseStatement]:
 
 def inline(
     stmt: cst.BaseStatement,
-    call: cst.Call,
-    is_return: bool,
+    found: SuperStatement,
     parent: cst.FunctionDef,
     child: cst.FunctionDef,
     err: Callable[[str], ConvertError],
 ) -> tuple[list[cst.BaseStatement], Binding]:
-    """The statements that replace one `super().f(...)` statement."""
-    binding = bind(call, parent, child, err)
+    """The statements that replace one statement-level super() call."""
+    binding = bind(found.call, parent, child, err)
     body = _strip_docstring(list(parent.body.body))
     parent_names = names_in(body)
-    if not is_return and parent_names.returns_value:
-        raise err(f"super().{parent.name.value}(...) returns a value here; write `return super().{parent.name.value}(...)`")
-    child_names = names_in(s for s in child.body.body if s is not stmt)
-    child_names.read |= {p.name.value for p in _all_params(child.params)}
-    prelude = []
-    for name, value in binding.values.items():
-        if m.matches(value, m.Name(name)) or name not in parent_names.read:
+    name = parent.name.value
+    if found.form == "expr" and parent_names.returns_value:
+        raise err(f"super().{name}(...) returns a value here; use `return super().{name}(...)` or assign it")
+    if found.form == "assign":
+        body = _return_as_assignment(body, found.target, err(f"`x = super().{name}(...)` needs a parent body that returns once, at its end"))
+    before, after = _split_at(child, stmt)
+    visible = before.stored | {p.name.value for p in _all_params(child.params)}
+    needed = (visible & after.read) | (after.read - after.stored)
+    prelude, renames = [], {}
+    for param, value in binding.values.items():
+        if m.matches(value, m.Name(param)) or param not in parent_names.read:
             continue
-        if name in child_names.read:
-            raise err(f"cannot bind the parent's parameter '{name}' to `{_code(value)}`: '{name}' means something else in the child method")
-        prelude.append(cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(cst.Name(name))], value)]))
-    clobbered = (parent_names.stored - set(binding.values)) & child_names.read - {"self", "cls"}
+        if isinstance(value, cst.Name) and param not in parent_names.stored and value.value not in parent_names.read:
+            renames[param] = value.value  # `super().f(y)` for `def f(self, x)`: the body reads y
+            continue
+        if param in needed | visible:
+            raise err(f"cannot bind the parent's parameter '{param}' to `{_code(value)}`: '{param}' means something else in the child method")
+        prelude.append(cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(cst.Name(param))], value)]))
+    clobbered = (parent_names.stored - set(binding.values)) & needed - {"self", "cls"}
     if clobbered:
-        raise err(f"inlining super().{parent.name.value}(...) would overwrite the child's local(s) {sorted(clobbered)}")
+        raise err(f"inlining super().{name}(...) would overwrite the child's local(s) {sorted(clobbered)}")
+    if renames:
+        body = [s.visit(_Substitute(renames)) for s in body]
     return prelude + body, binding
+
+
+def _split_at(fn: cst.FunctionDef, stmt: cst.BaseStatement) -> tuple[_Names, _Names]:
+    """Names used in the child's body before and after one statement."""
+    body = list(fn.body.body)
+    index = next(i for i, s in enumerate(body) if s is stmt)
+    after = names_in(body[index + 1 :])
+    if (found := statement_call(stmt)) is not None and found.target is not None:
+        after.stored |= {n.value for n in _flat_names(found.target)}
+    return names_in(body[:index]), after
+
+
+def _return_as_assignment(body: list[cst.BaseStatement], target, error: ConvertError) -> list[cst.BaseStatement]:
+    *rest, last = body or [cst.SimpleStatementLine([cst.Pass()])]
+    if names_in(rest).returns_value or not m.matches(last, m.SimpleStatementLine([m.Return(value=m.DoNotCare())])):
+        raise error
+    value = last.body[0].value
+    if value is None:
+        raise error
+    if m.matches(target, m.Name()) and m.matches(value, m.Name(target.value)):
+        return rest  # `x = super().f()` where the parent ends with `return x`
+    return [*rest, cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(target)], value)])]
+
+
+class _Substitute(cst.CSTTransformer):
+    """Rename variables (not attributes or keyword names) in an inlined body."""
+
+    def __init__(self, renames: dict[str, str]):
+        self.renames = renames
+
+    def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.Attribute:
+        return updated.with_changes(attr=original.attr)
+
+    def leave_Arg(self, original: cst.Arg, updated: cst.Arg) -> cst.Arg:
+        return updated.with_changes(keyword=original.keyword)
+
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.Name:
+        return updated.with_changes(value=self.renames.get(original.value, original.value))
 
 
 def _all_params(params: cst.Parameters) -> list[cst.Param]:

@@ -86,10 +86,6 @@ class LlamaConfig(PretrainedConfig):
         use_fused_rms_norm: bool = False,
         **kwargs,
     ):
-        if use_fused_rms_norm:
-            raise ValueError("use_fused_rms_norm is unsupported: the fused kernels SIGILL on CPUs without AVX-512")
-        if recompute_granularity not in RECOMPUTE_GRANULARITIES:
-            raise ValueError(f"recompute_granularity must be one of {RECOMPUTE_GRANULARITIES}")
         super().__init__(
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
@@ -115,13 +111,20 @@ class LlamaConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.rms_norm_eps = rms_norm_eps
         self.rope_theta = rope_theta
-        # Older HF configs spell the rope type as "type".
-        if rope_scaling is not None and "type" in rope_scaling:
-            rope_scaling = {"rope_type": rope_scaling["type"], **rope_scaling}
         self.rope_scaling = rope_scaling
         self.attention_bias = attention_bias
         self.attention_dropout = attention_dropout
         self.mlp_bias = mlp_bias
+        self._standardize_and_validate()
+
+    def _standardize_and_validate(self) -> None:
+        # Older HF configs spell the rope type as "type".
+        if self.rope_scaling is not None and "type" in self.rope_scaling:
+            self.rope_scaling = {"rope_type": self.rope_scaling["type"], **self.rope_scaling}
+        if self.use_fused_rms_norm:
+            raise ValueError("use_fused_rms_norm is unsupported: the fused kernels SIGILL on CPUs without AVX-512")
+        if self.recompute_granularity not in RECOMPUTE_GRANULARITIES:
+            raise ValueError(f"recompute_granularity must be one of {RECOMPUTE_GRANULARITIES}")
 
 
 class LlamaRMSNorm(nn.Layer):
