@@ -77,17 +77,30 @@ def _camel_suffix(child: str, base: str) -> str:
     return suffix
 
 
-def infer_camel_prefixes(pairs: list[tuple[str, str]]) -> tuple[str, str] | None:
+def _named_prefix(name: str, model: str | None) -> str | None:
+    """`Qwen2Moe` for ("Qwen2MoeMLP", "qwen2_moe"): the model name spelled as the class spells it."""
+    flat = model.replace("_", "") if model else ""
+    if flat and name.lower().startswith(flat) and len(name) > len(flat) and not name[len(flat)].islower():
+        return name[: len(flat)]
+    return None
+
+
+def infer_camel_prefixes(
+    pairs: list[tuple[str, str]], child_model: str | None = None, parent_model: str | None = None
+) -> tuple[str, str] | None:
     """Infer (child_camel, parent_camel) from `class Child(Base)` name pairs.
 
-    `Qwen2MLP(LlamaMLP)` votes for ("Qwen2", "Llama"). Pairs without a shared camel suffix
-    (`Qwen2MoeSparseMoeBlock(Qwen2MLP)`) do not vote. A tie between different answers raises.
+    A class name that starts with its model's name (`Qwen2MoeMLP` for `qwen2_moe`) gives the prefix
+    directly. Otherwise the pair votes by shared camel suffix: `Qwen2MLP(LlamaMLP)` votes for
+    ("Qwen2", "Llama"); pairs without one (`Qwen2MoeSparseMoeBlock(Qwen2MLP)`) do not vote. A tie
+    between different answers raises.
     """
     votes: Counter[tuple[str, str]] = Counter()
     for child, base in pairs:
         suffix = _camel_suffix(child, base)
-        child_prefix, base_prefix = child[: len(child) - len(suffix)], base[: len(base) - len(suffix)]
-        if suffix and child_prefix and base_prefix:
+        child_prefix = _named_prefix(child, child_model) or child[: len(child) - len(suffix)]
+        base_prefix = _named_prefix(base, parent_model) or base[: len(base) - len(suffix)]
+        if (suffix or child_prefix != child) and child_prefix and base_prefix:
             votes[(child_prefix, base_prefix)] += 1
     if not votes:
         return None

@@ -6,11 +6,14 @@ import ast
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import networkx as nx
 
 from modbuild import graph
-from modbuild.convert import Layout
+
+if TYPE_CHECKING:
+    from modbuild.convert import Layout
 
 CONVERTER_SOURCES = sorted(
     str(p) for p in Path(__file__).resolve().parent.rglob("*.py") if p.parent.name == "convert" or p.name == "naming.py"
@@ -31,6 +34,8 @@ class Project:
 
     @property
     def layout(self) -> Layout:
+        from modbuild.convert import Layout  # the converter (libcst) is slow to import: only when converting
+
         return Layout(self.modular, self.generated)
 
     @cached_property
@@ -67,7 +72,6 @@ class Project:
 
     def outputs(self, model: str) -> list[Path]:
         """Every file `convert:<model>` writes."""
-        out = [self.generated / model / "__init__.py", self.layout.output_file(model, "modeling")]
-        if self.has_config(model):
-            out.append(self.layout.output_file(model, "configuration"))
-        return out
+        kinds = ["modeling", "configuration"] if self.has_config(model) else ["modeling"]
+        # the paths of Layout.output_file, spelled out so that loading tasks does not import the converter
+        return [self.generated / model / "__init__.py"] + [self.generated / model / f"{k}_{model}.py" for k in kinds]

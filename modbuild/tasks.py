@@ -7,21 +7,38 @@ copy. `doit convert --force` (or `MODBUILD_FORCE=1`) regenerates it anyway.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from doit import task_params
+from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
 from modbuild.atomic import atomic_write
-from modbuild.convert import ConvertError, convert_file
-from modbuild.convert.emit import is_hand_edited
-from modbuild.graph import to_dot
+from modbuild.graph import GraphError, to_dot
+from modbuild.lock import hold_project_lock
 from modbuild.project import CONVERTER_SOURCES, Project
 
 PACKAGE_INIT = '"""Generated model package: see the modular file for the source."""\n'
+
+# The converter (libcst) is imported only inside actions: importing it costs ~0.45 s, which every
+# no-op `doit` run would otherwise pay. `is_hand_edited` below is therefore a copy of
+# modbuild.convert.emit.is_hand_edited (tests/test_build.py checks that the two agree).
+_HASH_MARK = "# content-hash: sha256:"
+
+
+def is_hand_edited(text: str) -> bool:
+    """True if a generated file's body no longer matches the hash in its header."""
+    _, sep, rest = text.partition(_HASH_MARK)
+    if not sep:
+        return True
+    recorded, _, body = rest.partition("\n")
+    return recorded.strip() != hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
 def _edited(paths) -> list[Path]:
@@ -34,6 +51,8 @@ def outputs_intact(task, values) -> bool:
 
 
 def convert_model(root: str, model: str, force: bool = False) -> bool:
+    from modbuild.convert import ConvertError, convert_file
+
     project = Project(Path(root))
     force = force or os.environ.get("MODBUILD_FORCE") == "1"
     edited = _edited(project.outputs(model))
@@ -47,13 +66,20 @@ def convert_model(root: str, model: str, force: bool = False) -> bool:
     except ConvertError as exc:
         print(exc, file=sys.stderr)
         return False
+    init = project.generated / model / "__init__.py"
+    # The task's targets (and its children's file_dep) are project.outputs(model): a declared file the
+    # converter did not write would leave the task never up to date and its children failing.
+    if missing := [p for p in project.outputs(model) if p != init and p not in outputs]:
+        for path in missing:
+            print(f"{project.modular_file(model)}: {model} inherits a *Config class but uses none, so no {path.name} "
+                  "was generated; define the model's own Config class (subclassing its parent's)", file=sys.stderr)
+        return False
     for path in edited:
         print(f"{path}: overwriting a hand edit (--force)", file=sys.stderr)
-    init = project.generated / model / "__init__.py"
     if not init.exists():
         atomic_write(init, PACKAGE_INIT)
-    for stale in set(project.outputs(model)) - set(outputs) - {init}:
-        stale.unlink(missing_ok=True)
+    if (config := project.layout.output_file(model, "configuration")) not in outputs:
+        config.unlink(missing_ok=True)  # left over from when the model had a configuration
     for path, text in outputs.items():
         if not path.exists() or path.read_text() != text:
             atomic_write(path, text)
@@ -84,6 +110,8 @@ def convert_tasks(project: Project, force: bool = False):
 
 def check_generated(root: str) -> bool:
     """Convert every model in memory (children from fresh parents) and compare with the files on disk."""
+    from modbuild.convert import ConvertError, convert_file
+
     project = Project(Path(root))
     fresh: dict[Path, str] = {}
 
@@ -163,3 +191,56 @@ def verify_tasks(project: Project):
             "file_dep": [str(p) for p in project.outputs(model) if p.suffix == ".py"],
             "doc": f"generated {model} == modular {model} (runtime loader), bit for bit",
         }
+
+
+def _stop(signum, frame):
+    # doit saves its dep DB on KeyboardInterrupt but not when killed by SIGTERM.
+    raise KeyboardInterrupt
+
+
+def dodo_namespace(root: Path, verify: bool = True) -> dict:
+    """What a dodo.py for the tree at `root` defines: DOIT_CONFIG and the task_* creators.
+
+    Also turns SIGTERM into KeyboardInterrupt and takes the tree's lock (waiting for another run),
+    before doit opens the dep DB. A dodo.py does `globals().update(dodo_namespace(ROOT))`.
+    """
+    root = Path(root).resolve()
+    project = Project(root)
+    signal.signal(signal.SIGTERM, _stop)
+    hold_project_lock(root)
+    try:
+        project.graph  # parse the modular files now: doit prints an InvalidDodoFile as one line, not a traceback
+    except GraphError as exc:
+        raise InvalidDodoFile(str(exc)) from None
+
+    @task_params([FORCE_PARAM])
+    def task_convert(force):
+        """generate generated/<m>/ from modular/<m>/ (parents first)"""
+        yield from convert_tasks(project, force)
+
+    def task_check():
+        """fail, naming the files, if generated code differs from a fresh conversion"""
+        return check_task(project)
+
+    def task_render_graph():
+        """write graph/models.dot and graph/models.svg"""
+        return graph_task(project)
+
+    def task_verify():
+        """numerical checks of every generated model"""
+        yield from verify_tasks(project)
+
+    namespace = {
+        "DOIT_CONFIG": {
+            "backend": "json",
+            "dep_file": str(root / ".doit.db.json"),
+            "default_tasks": ["convert", "render_graph"] + (["verify"] if verify else []),
+            "verbosity": 1,
+        },
+        "task_convert": task_convert,
+        "task_check": task_check,
+        "task_render_graph": task_render_graph,
+    }
+    if verify:
+        namespace["task_verify"] = task_verify
+    return namespace

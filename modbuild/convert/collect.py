@@ -96,13 +96,22 @@ class Namespace:
                 out, last = merged
             else:
                 node = self._localise(unit.node)
-                out = self._new(unit.names, node, self._out(unit.deps), (*last, unit.line))
+                key = self._replaced_key(unit.names) or (*last, unit.line)
+                out = self._new(unit.names, node, self._out(unit.deps), key)
             units.append(out)
             roots.append(out)
         for stmt, deps, line in self.child.loose:
             if not _is_docstring_or_all(stmt):
                 roots.append(self._new((), self._localise(stmt), self._out(deps), (10**6, line)))
         return units, roots
+
+    def _replaced_key(self, names: tuple[str, ...]) -> tuple | None:
+        """A child definition that replaces a parent's (`def rotate_half`) takes the parent's place."""
+        for parent in self.parents:
+            for name in names:
+                if name in parent.index:
+                    return self._parent_key(parent, parent.index[name])
+        return None
 
     def _localise(self, node: cst.CSTNode) -> cst.CSTNode:
         if self.imports.namespaces:

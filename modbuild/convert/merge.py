@@ -96,7 +96,11 @@ class ClassMerger:
         by_key = {mem.key: mem for mem in child if mem.key}
         used: set[str] = set()
         out = []
+        # As in Python, a child property replaces the parent's property whole: its setter goes too.
+        dropped = {f"{key}.{part}" for key, mem in by_key.items() if _is_property(mem.node) for part in ("setter", "deleter")}
         for mem in parent:
+            if mem.key in dropped and mem.key not in by_key:
+                continue
             override = by_key.get(mem.key) if mem.key else None
             if override is None:
                 out.append(mem)
@@ -167,6 +171,10 @@ class ClassMerger:
             uses = m.findall(cst.Module([mem.node for mem in members]), m.Attribute(value=m.Name("self"), attr=m.Name(attr)))
             if uses:
                 raise self.error(stmt)(f"`del self.{attr}` removes the parent's attribute, but self.{attr} is still used")
+
+
+def _is_property(node: cst.BaseStatement) -> bool:
+    return isinstance(node, cst.FunctionDef) and any(m.matches(d.decorator, m.Name("property")) for d in node.decorators)
 
 
 def _code(node: cst.CSTNode) -> str:

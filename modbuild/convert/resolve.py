@@ -121,7 +121,7 @@ def child_prefix(child: SourceModule, imports: ParentImports, model: str) -> tup
     camels, parent_prefixes = [], {}
     for parent in parents:
         try:
-            inferred = infer_camel_prefixes(_class_pairs(child, imports, parent))
+            inferred = infer_camel_prefixes(_class_pairs(child, imports, parent), model, parent)
         except PrefixError as exc:
             raise ConvertError(child.path, 1, f"{exc} (parent '{parent}')") from None
         if inferred:

@@ -88,6 +88,9 @@ class _Reads(cst.CSTVisitor):
     def visit_Name(self, node: cst.Name) -> None:
         self._note(node)
 
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        self._note(node)  # `os.path.sep` after `import os.path` is recorded on the attribute
+
     def visit_SimpleString(self, node: cst.SimpleString) -> None:
         self._note(node)  # string annotations
 

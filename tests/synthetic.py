@@ -1,0 +1,184 @@
+"""Synthetic project trees (pure Python modular files, no paddle) and a doit runner for them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+# A dodo.py for a tree: the same wiring as the repository's dodo.py, minus `verify` (needs paddle).
+DODO = '''\
+from pathlib import Path
+
+from modbuild.tasks import dodo_namespace
+
+globals().update(dodo_namespace(Path(__file__).resolve().parent, verify=False))
+'''
+
+BASE = '''\
+"""The root model of the synthetic family."""
+
+
+def base_helper(x):
+    return x * 2
+
+
+class BaseConfig:
+    model_type = "base"
+
+    def __init__(self, scale=1):
+        self.scale = scale
+
+
+class BaseMLP:
+    def __init__(self, config):
+        self.config = config
+
+    def forward(self, x):
+        return base_helper(x) * self.config.scale
+
+
+class BaseAttention:
+    def __init__(self, config):
+        self.config = config
+
+    def forward(self, x):
+        return x + 1
+
+
+class BaseModel:
+    config_class = BaseConfig
+
+    def __init__(self, config):
+        self.config = config
+        self.mlp = BaseMLP(config)
+        self.attn = BaseAttention(config)
+
+    def forward(self, x):
+        return self.mlp.forward(self.attn.forward(x))
+'''
+
+CHILD1 = '''\
+from generated.base.configuration_base import BaseConfig
+from generated.base.modeling_base import BaseMLP, BaseModel, base_helper
+
+
+class Child1Config(BaseConfig):
+    model_type = "child1"
+
+
+class Child1MLP(BaseMLP):
+    def forward(self, x):
+        return base_helper(x) + 100
+
+
+class Child1Model(BaseModel):
+    pass
+'''
+
+GRAND = '''\
+from generated.child1.configuration_child1 import Child1Config
+from generated.child1.modeling_child1 import Child1Attention, Child1Model
+
+
+class GrandConfig(Child1Config):
+    model_type = "grand"
+
+
+class GrandAttention(Child1Attention):
+    def forward(self, x):
+        return x + 1000
+
+
+class GrandModel(Child1Model):
+    pass
+'''
+
+# relative import form, and no Config class of its own: it inherits base's through BaseModel
+CHILD2 = '''\
+from ..base.modeling_base import BaseAttention, BaseModel
+
+
+class Child2Attention(BaseAttention):
+    def forward(self, x):
+        return x - 1
+
+
+class Child2Model(BaseModel):
+    pass
+'''
+
+SOLO = '''\
+class SoloModel:
+    def forward(self, x):
+        return -x
+'''
+
+# base -> child1 -> grand, base -> child2; solo is a second, unrelated root
+FAMILY = {"base": BASE, "child1": CHILD1, "grand": GRAND, "child2": CHILD2, "solo": SOLO}
+
+
+def write_tree(root: Path, models: dict[str, str], dodo: bool = True) -> Path:
+    """A project tree: modular/<m>/modular_<m>.py for each model, generated/__init__.py and a dodo.py."""
+    root = Path(root)
+    (root / "generated").mkdir(parents=True, exist_ok=True)
+    (root / "generated" / "__init__.py").write_text("")
+    for name, text in models.items():
+        write_modular(root, name, text)
+    if dodo:
+        (root / "dodo.py").write_text(DODO)
+    return root
+
+
+def write_modular(root: Path, name: str, text: str) -> Path:
+    path = Path(root) / "modular" / name / f"modular_{name}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def doit_argv(root: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "doit", *args[:1], "-f", str(Path(root) / "dodo.py"), *args[1:]]
+
+
+def doit(root: Path, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`doit <args>` in `root` (first arg is the command), output captured as text."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        doit_argv(root, *args), cwd=root, capture_output=True, text=True, env=full_env, timeout=timeout
+    )
+
+
+def executed(stdout: str) -> list[str]:
+    """Task names doit ran (`.  convert:x`), in order."""
+    return re.findall(r"^\.  (\S+)$", stdout, flags=re.M)
+
+
+def up_to_date(stdout: str) -> list[str]:
+    """Task names doit skipped as up to date (`-- convert:x`)."""
+    return re.findall(r"^-- (\S+)$", stdout, flags=re.M)
+
+
+def converted(stdout: str) -> set[str]:
+    return {name.split(":", 1)[1] for name in executed(stdout) if name.startswith("convert:")}
+
+
+@contextmanager
+def tree_on_path(root: Path):
+    """Import `generated.*` from `root` (and nothing else) inside the block."""
+
+    def ours(name: str) -> bool:
+        return name == "generated" or name.startswith("generated.")
+
+    saved = {k: sys.modules.pop(k) for k in [k for k in sys.modules if ours(k)]}
+    sys.path.insert(0, str(root))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(root))
+        for k in [k for k in sys.modules if ours(k)]:
+            del sys.modules[k]
+        sys.modules.update(saved)
