@@ -107,10 +107,10 @@ def _module_import(alias: ast.alias, path: Path, line: int) -> _Import:
     return _Import(line, parts[1], None, [(parts[2], alias.asname)])
 
 
-def _renamers(tree: ast.Module, imports: list[_Import], model: str, path: Path) -> dict[str, Renamer]:
-    """One Renamer per parent model, its prefixes inferred from `class Qwen2MLP(LlamaMLP)` pairs."""
+def _class_pairs(tree: ast.Module, imports: list[_Import]) -> dict[str, list[tuple[str, str]]]:
+    """Per parent model, the (child class, parent class) name pairs of `class Qwen2MLP(LlamaMLP)`."""
     origin = {alias: (imp.model, name if imp.stem else None) for imp in imports for name, alias in imp.names}
-    pairs: dict[str, list[tuple[str, str]]] = {imp.model: [] for imp in imports if imp.model != model}
+    pairs: dict[str, list[tuple[str, str]]] = {imp.model: [] for imp in imports}
     for node in tree.body:
         for base in node.bases if isinstance(node, ast.ClassDef) else ():
             if isinstance(base, ast.Name) and origin.get(base.id, (None, None))[1]:
@@ -122,15 +122,24 @@ def _renamers(tree: ast.Module, imports: list[_Import], model: str, path: Path) 
                 continue
             if parent in pairs and name:
                 pairs[parent].append((node.name, name))
-    renamers = {}
-    for parent, found in pairs.items():
+    return pairs
+
+
+def _renamers(tree: ast.Module, imports: list[_Import], model: str, path: Path) -> dict[str, Renamer]:
+    """One Renamer per parent model, its prefixes inferred from `class Qwen2MLP(LlamaMLP)` pairs."""
+    parents = [imp for imp in imports if imp.model != model]
+    inferred = {}
+    for parent, found in _class_pairs(tree, parents).items():
         try:
-            camels = infer_camel_prefixes(found, model, parent) or (None, None)
+            inferred[parent] = infer_camel_prefixes(found, model, parent) or (None, None)
         except PrefixError as exc:
-            line = next(imp.line for imp in imports if imp.model == parent)
+            line = next(imp.line for imp in parents if imp.model == parent)
             raise ModularError(path, line, f"{exc} (parent '{parent}')") from None
-        renamers[parent] = Renamer(Prefix.from_model(parent, camels[1]), Prefix.from_model(model, camels[0]))
-    return renamers
+    camels = sorted({child for child, _ in inferred.values() if child})
+    if len(camels) > 1:  # one flattened file has one child prefix (the converter's rule too)
+        raise ModularError(path, 1, f"ambiguous prefix: class names use {camels}")
+    child = Prefix.from_model(model, camels[0] if camels else None)
+    return {parent: Renamer(Prefix.from_model(parent, camel), child) for parent, (_, camel) in inferred.items()}
 
 
 # ---------------------------------------------------------------- parents, run unmodified in scratch namespaces
@@ -290,13 +299,9 @@ def _member_names(value: Any) -> set[str]:
 
 
 def _generated_by_dataclass(cls: type, value: Any) -> bool:
-    """`__init__`, `__repr__`, `__eq__`... written by @dataclass: they are regenerated on the clone."""
-    fn = value
-    return (
-        "__dataclass_params__" in cls.__dict__
-        and isinstance(fn, types.FunctionType)
-        and fn.__code__.co_filename == "<string>"
-    )
+    """`__init__`, `__repr__`, `__eq__`... written by @dataclass (from a string): regenerated on the clone."""
+    is_dataclass = "__dataclass_params__" in cls.__dict__
+    return is_dataclass and isinstance(value, types.FunctionType) and value.__code__.co_filename == "<string>"
 
 
 def _is_attribute_error(node: ast.AST | None) -> bool:
@@ -339,7 +344,7 @@ class _Loader:
         self.memo: dict[int, tuple[Any, Any]] = {}  # id(original) -> (original, clone)
         self.building: dict[int, list[types.CellType]] = {}  # class being cloned -> its `__class__` cells
         self.clones: list[type] = []
-        self.current: dict[str, Any] = {}  # G name -> the object parents put there (later: the child's)
+        self.current: dict[str, list[Any]] = {}  # G name -> parent objects under it, G's first (later: the child's)
         self.builtins = dict(vars(builtins), __import__=self._import, __build_class__=self._build_class)
 
     # -- parents, executed unmodified
@@ -356,15 +361,15 @@ class _Loader:
         scratch = _Scratch(model, stem, module, self.renamers[model], *_import_bound(tree))
         self.scratch[(model, stem)] = scratch
         self.by_ns[id(scratch.ns)] = scratch
-        exec(compile(tree, str(path), "exec", dont_inherit=True), scratch.ns)
+        exec(compile(tree, str(path), "exec", dont_inherit=True), scratch.ns)  # noqa: S102 (the parent, as written)
         return scratch
 
     def _import(self, name: str, globals=None, locals=None, fromlist=(), level: int = 0) -> Any:
         """Parent code's `from .configuration_llama import X` runs that sibling file as a parent too."""
         scratch = self.by_ns.get(id(globals))
-        if scratch is not None and level == 1 and name and fromlist:
-            if (sibling := self.parent(scratch.model, name)) is not None:
-                return sibling.module
+        sibling = self.parent(scratch.model, name) if scratch and level == 1 and name and fromlist else None
+        if sibling is not None:
+            return sibling.module
         return builtins.__import__(name, globals, locals, fromlist, level)
 
     def _build_class(self, func, name, *bases, **kwargs) -> Any:
@@ -403,7 +408,7 @@ class _Loader:
                 keep = name in scratch.keep and self._owner(value) is None  # imported objects stay as they are
                 clone = self.G[gname] = value if keep else self.value(value, scratch)
                 if clone is not value and isinstance(clone, (type, types.FunctionType)):
-                    self.current[gname] = clone
+                    self.current[gname] = [clone]
 
     # -- cloning
 
@@ -537,21 +542,31 @@ class _Loader:
                     self._bind(imp)
             else:
                 module = ast.Module(body=[stmt], type_ignores=[])
-                exec(compile(module, str(self.path), "exec", flags=flags, dont_inherit=True), self.G)
+                code = compile(module, str(self.path), "exec", flags=flags, dont_inherit=True)
+                exec(code, self.G)  # noqa: S102 (the child's own statement)
             self._child_won()
             if isinstance(stmt, ast.ClassDef) and isinstance(cls := self.G.get(stmt.name), type):
                 for name in _removed_names(stmt):
                     setattr(cls, name, _Removed(name))
 
     def _bind(self, imp: _Import) -> None:
-        """A parent import binds the renamed entry of G (a module import binds a proxy reading G)."""
+        """A parent import binds the clone of that parent's symbol (a module import binds a proxy reading G).
+
+        The clone is the named parent's even where an earlier parent's same-named clone holds G (as in the
+        converter, an explicit import says which definition the child builds on).
+        """
         if imp.model == self.model:
             return self._bind_own(imp)
         for name, alias in imp.names:
             if imp.stem is None:
                 self.G[alias] = _ModuleProxy(self.scratch[(imp.model, name)], self.G)
-            else:
-                self.G[alias] = self.G[self.scratch[(imp.model, imp.stem)].gname(name)]
+                continue
+            scratch = self.scratch[(imp.model, imp.stem)]
+            gname, value = scratch.gname(name), scratch.ns[name]
+            plain = name in scratch.sibling or (name in scratch.keep and self._owner(value) is None)
+            self.G[alias] = obj = self.G[gname] if plain else self.value(value, scratch)
+            if gname in self.current and all(obj is not o for o in self.current[gname]):
+                self.current[gname].append(obj)  # replaced by the child's definition like G's own
 
     def _bind_own(self, imp: _Import) -> None:
         """`from .configuration_qwen2 import Qwen2Config`: the meaning of this model's other modular file."""
@@ -568,11 +583,13 @@ class _Loader:
     def _child_won(self) -> None:
         """A name the child (re)bound replaces the parent's object everywhere it is referenced."""
         replaced = {}
-        for gname, old in self.current.items():
-            new = self.G.get(gname, old)
-            if new is not old:
-                replaced[id(old)] = self.current[gname] = new
-                self._rebase(old, new)
+        for gname, olds in self.current.items():
+            new = self.G.get(gname, olds[0])
+            if new is not olds[0]:
+                for old in olds:
+                    replaced[id(old)] = new
+                    self._rebase(old, new)
+                self.current[gname] = [new]
         if not replaced:
             return
         for key, value in list(self.G.items()):

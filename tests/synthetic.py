@@ -140,16 +140,13 @@ def write_modular(root: Path, name: str, text: str) -> Path:
     return path
 
 
-def doit_argv(root: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "doit", *args[:1], "-f", str(Path(root) / "dodo.py"), *args[1:]]
+DOIT = [sys.executable, "-m", "doit"]
 
 
 def doit(root: Path, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`doit <args>` in `root` (first arg is the command), output captured as text."""
+    """`doit <args>` run in `root` (so doit finds root/dodo.py), output captured as text."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        doit_argv(root, *args), cwd=root, capture_output=True, text=True, env=full_env, timeout=timeout
-    )
+    return subprocess.run([*DOIT, *args], cwd=root, capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
 def executed(stdout: str) -> list[str]:

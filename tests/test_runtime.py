@@ -371,7 +371,7 @@ QWEN2_MOE = """
 
 
     class Qwen2MoeMLP:
-        pass
+        kind = "qwen2_moe file"
 
 
     class Qwen2MoeSparseMoeBlock:
@@ -400,6 +400,10 @@ QWEN3_MOE = """
         pass
 
 
+    class Qwen3MoeMLP(Qwen2MoeMLP):
+        pass
+
+
     class Qwen3MoeDecoderLayer(Qwen3DecoderLayer):
         def __init__(self):
             super().__init__()
@@ -425,11 +429,14 @@ def test_two_parents_with_first_parent_priority(tmp_path):
     assert type(layer.self_attn.q_norm) is mod.Qwen3MoeRMSNorm
     assert type(layer.mlp) is mod.Qwen3MoeSparseMoeBlock
     assert layer.mlp.gate_name == "qwen3_moe.gate"
-    # Qwen2MoeMLP renames to Qwen3MoeMLP, which qwen3 (first parent) also provides: the child's alias gets it.
-    assert mod.Qwen2MoeMLP is mod.Qwen3MoeMLP
-    assert all(type(e) is mod.Qwen3MoeMLP and hasattr(e, "norm") for e in layer.mlp.experts)
+    # qwen2_moe code finds qwen3's RMSNorm (first parent wins for the names it uses) ...
     assert type(layer.mlp.norm) is mod.Qwen3MoeRMSNorm and layer.mlp.norm.source == "qwen3 file"
-    assert type(mod.Qwen3MoeDecoderLayer.__mro__[1]().mlp) is mod.Qwen3MoeMLP
+    # ... but an explicit import means the named parent's definition, even though both rename to Qwen3MoeMLP.
+    base = mod.Qwen3MoeMLP.__bases__[0]
+    assert base.__name__ == "Qwen3MoeMLP" and base.kind == "qwen2_moe file" and not hasattr(mod.Qwen3MoeMLP(), "norm")
+    assert mod.Qwen2MoeMLP is mod.Qwen3MoeMLP  # the alias, rebound to the child's class once it is defined
+    assert all(type(e) is mod.Qwen3MoeMLP for e in layer.mlp.experts)
+    assert type(mod.Qwen3MoeDecoderLayer.__mro__[1]().mlp) is mod.Qwen3MoeMLP  # qwen3's layer builds it too
 
 
 CHAIN_LLAMA = """

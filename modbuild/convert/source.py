@@ -260,6 +260,10 @@ def parse_source(path: Path, code: str) -> SourceModule:
     try:
         module = cst.parse_module(code)
     except cst.ParserSyntaxError as exc:
+        try:  # Python's own parser gives the line and message users know
+            compile(code, str(path), "exec", dont_inherit=True)
+        except SyntaxError as py_exc:
+            raise ConvertError(path, py_exc.lineno or exc.raw_line, f"syntax error: {py_exc.msg}") from None
         raise ConvertError(path, exc.raw_line, f"syntax error: {exc.message}") from None
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     by_node = _global_reads(wrapper)

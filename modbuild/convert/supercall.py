@@ -215,11 +215,12 @@ def inline(
     visible = before.stored | {p.name.value for p in _all_params(child.params)}
     needed = (visible & after.read) | (after.read - after.stored)
     prelude, renames = [], {}
+    in_fstrings = names_in(m.findall(cst.Module(body), m.FormattedStringExpression())).read
     for param, value in binding.values.items():
         if m.matches(value, m.Name(param)) or param not in parent_names.read:
             continue
-        if isinstance(value, cst.Name) and param not in parent_names.stored and value.value not in parent_names.read:
-            renames[param] = value.value  # `super().f(y)` for `def f(self, x)`: the body reads y
+        if param not in parent_names.stored and _substitutable(value, parent_names, param in in_fstrings):
+            renames[param] = value  # `super().f(y)` for `def f(self, x)`: the body reads y
             continue
         if param in needed | visible:
             raise err(f"cannot bind the parent's parameter '{param}' to `{_code(value)}`: '{param}' means something else in the child method")
@@ -254,10 +255,19 @@ def _return_as_assignment(body: list[cst.BaseStatement], target, error: ConvertE
     return [*rest, cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(target)], value)])]
 
 
-class _Substitute(cst.CSTTransformer):
-    """Rename variables (not attributes or keyword names) in an inlined body."""
+def _substitutable(value: cst.BaseExpression, parent_names: _Names, in_fstring: bool) -> bool:
+    """A name the parent body does not use, or a literal: safe to write in place of the parameter.
 
-    def __init__(self, renames: dict[str, str]):
+    Literals stay out of f-strings, where `f"{'qwen'}"` would read worse than an assignment."""
+    if isinstance(value, cst.Name):
+        return value.value not in parent_names.read or value.value in ("True", "False", "None")
+    return not in_fstring and isinstance(value, (cst.Integer, cst.Float, cst.SimpleString))
+
+
+class _Substitute(cst.CSTTransformer):
+    """Replace variables (not attributes or keyword names) in an inlined body."""
+
+    def __init__(self, renames: dict[str, cst.BaseExpression]):
         self.renames = renames
 
     def leave_Attribute(self, original: cst.Attribute, updated: cst.Attribute) -> cst.Attribute:
@@ -266,8 +276,8 @@ class _Substitute(cst.CSTTransformer):
     def leave_Arg(self, original: cst.Arg, updated: cst.Arg) -> cst.Arg:
         return updated.with_changes(keyword=original.keyword)
 
-    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.Name:
-        return updated.with_changes(value=self.renames.get(original.value, original.value))
+    def leave_Name(self, original: cst.Name, updated: cst.Name) -> cst.BaseExpression:
+        return self.renames.get(original.value, updated)
 
 
 def _all_params(params: cst.Parameters) -> list[cst.Param]:

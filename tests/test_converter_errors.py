@@ -1,0 +1,125 @@
+"""Bad modular input: every error names `path:line`, and nothing is converted."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from modbuild.convert import ConvertError, Layout, convert_file
+
+PARENT = '''
+class LlamaConfig:
+    pass
+
+
+class LlamaLayer:
+    def __init__(self, config, layer_idx=0, *, scale=1.0):
+        self.config = config
+        self.layer_idx = layer_idx
+        self.scale = scale
+        self.cache = None
+
+    def forward(self, x):
+        y = x * self.scale
+        return y
+
+    def reset(self):
+        self.cache = None
+'''
+
+
+def convert(tmp_path: Path, child: str, parent: str = PARENT) -> dict:
+    (tmp_path / "generated" / "llama").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "generated" / "llama" / "modeling_llama.py").write_text(textwrap.dedent(parent))
+    path = tmp_path / "modular" / "qwen2" / "modular_qwen2.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(child))
+    return convert_file(path, Layout(tmp_path / "modular", tmp_path / "generated"))
+
+
+def expect_error(tmp_path, child, line, message):
+    with pytest.raises(ConvertError) as info:
+        convert(tmp_path, child)
+    text = str(info.value)
+    assert text.startswith(f"{tmp_path / 'modular/qwen2/modular_qwen2.py'}:{line}: "), text
+    assert message in text, text
+
+
+HEADER = "from generated.llama.modeling_llama import LlamaLayer\n\n\nclass Qwen2Layer(LlamaLayer):\n"
+
+
+def test_syntax_error(tmp_path):
+    expect_error(tmp_path, "class Broken(:\n    pass\n", 1, "syntax error")
+
+
+def test_unknown_parent_symbol(tmp_path):
+    expect_error(tmp_path, "\nfrom generated.llama.modeling_llama import LlamaNope\n", 2, "'LlamaNope' is not defined")
+
+
+def test_missing_parent_module(tmp_path):
+    expect_error(tmp_path, "from generated.mistral.modeling_mistral import MistralX\n", 1, "does not exist")
+
+
+def test_ambiguous_prefix(tmp_path):
+    child = """
+    from generated.llama.modeling_llama import LlamaConfig, LlamaLayer
+
+
+    class Qwen2Layer(LlamaLayer):
+        pass
+
+
+    class MistralConfig(LlamaConfig):
+        pass
+    """
+    expect_error(tmp_path, child, 1, "ambiguous prefix")
+
+
+def test_super_inside_expression(tmp_path):
+    child = HEADER + "    def forward(self, x):\n        return super().forward(x) + 1\n"
+    expect_error(tmp_path, child, 6, "inside an expression cannot be flattened")
+
+
+def test_too_many_positional_arguments(tmp_path):
+    child = HEADER + "    def __init__(self, config):\n        super().__init__(config, 1, 2)\n"
+    expect_error(tmp_path, child, 6, "takes 2 positional arguments, 3 given")
+
+
+def test_unexpected_keyword(tmp_path):
+    child = HEADER + "    def __init__(self, config):\n        super().__init__(config, bias=True)\n"
+    expect_error(tmp_path, child, 6, "unexpected keyword argument 'bias'")
+
+
+def test_missing_argument(tmp_path):
+    child = HEADER + "    def __init__(self):\n        super().__init__()\n"
+    expect_error(tmp_path, child, 6, "missing the argument 'config'")
+
+
+def test_rebinding_a_name_the_child_uses(tmp_path):
+    child = HEADER + (
+        "    def __init__(self, config, layer_idx=0):\n"
+        "        super().__init__(config, layer_idx + 1)\n"
+        "        self.idx = layer_idx\n"
+    )
+    expect_error(tmp_path, child, 6, "cannot bind the parent's parameter 'layer_idx'")
+
+
+def test_parent_local_would_clobber_child_local(tmp_path):
+    child = HEADER + (
+        "    def forward(self, x):\n"
+        "        y = 3\n"
+        "        out = super().forward(x)\n"
+        "        return out + y\n"
+    )
+    expect_error(tmp_path, child, 7, "would overwrite the child's local(s) ['y']")
+
+
+def test_deleted_attribute_still_used(tmp_path):
+    child = HEADER + "    def __init__(self, config):\n        super().__init__(config)\n        del self.cache\n"
+    expect_error(tmp_path, child, 7, "`del self.cache` removes the parent's attribute, but self.cache is still used")
+
+
+def test_positional_binding_follows_the_parent_signature(tmp_path):
+    child = HEADER + "    def __init__(self, config, idx):\n        super().__init__(config, idx, scale=2.0)\n"
+    text = convert(tmp_path, child)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
+    assert "self.layer_idx = idx" in text and "self.scale = 2.0" in text  # literals and names substituted

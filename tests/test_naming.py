@@ -1,0 +1,54 @@
+import pytest
+
+from modbuild.naming import Prefix, PrefixError, Renamer, infer_camel_prefixes
+
+LLAMA_TO_QWEN2 = Renamer(Prefix.from_model("llama"), Prefix.from_model("qwen2"))
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("LlamaForCausalLM", "Qwen2ForCausalLM"),
+        ("llama", "qwen2"),
+        ("LLAMA_PRETRAINED_INIT", "QWEN2_PRETRAINED_INIT"),
+        ("llama_model", "qwen2_model"),
+        ("Llama3RotaryEmbedding", "Llama3RotaryEmbedding"),  # a digit makes another word
+        ("is_llama3", "is_llama3"),
+        ("MyLlamaLayer", "MyQwen2Layer"),
+        ("XLlama", "XLlama"),  # inside an acronym
+        ("llamas", "llamas"),
+        ("rotate_half", "rotate_half"),
+    ],
+)
+def test_identifier_segments(name, expected):
+    assert LLAMA_TO_QWEN2.identifier(name) == expected
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("llama", "qwen2"), ("llama.", "qwen2."), ("LlamaModel", "Qwen2Model"), ("llama3", "llama3"),
+     ("model.layers.0", "model.layers.0"), ("a llama walks", "a llama walks")],
+)
+def test_string_constants_only_when_key_like(value, expected):
+    assert LLAMA_TO_QWEN2.string(value) == expected
+
+
+def test_underscored_model_names():
+    renamer = Renamer(Prefix.from_model("qwen2_moe"), Prefix.from_model("qwen3_moe"))
+    assert renamer.identifier("Qwen2MoeSparseMoeBlock") == "Qwen3MoeSparseMoeBlock"
+    assert renamer.identifier("qwen2_moe") == "qwen3_moe"
+    assert renamer.identifier("QWEN2_MOE_X") == "QWEN3_MOE_X"
+
+
+def test_infer_prefixes_from_class_pairs():
+    assert infer_camel_prefixes([("Qwen2MLP", "LlamaMLP"), ("GemmaX", "LlamaX")][:1]) == ("Qwen2", "Llama")
+    assert infer_camel_prefixes([("GemmaMLP", "LlamaMLP")]) == ("Gemma", "Llama")  # shared trailing "a"
+    pairs = [("Qwen3MoeMLP", "Qwen2MoeMLP")]
+    assert infer_camel_prefixes(pairs, "qwen3_moe", "qwen2_moe") == ("Qwen3Moe", "Qwen2Moe")
+    assert infer_camel_prefixes([("GPTNeoXMLP", "LlamaMLP")], "gpt_neox", "llama") == ("GPTNeoX", "Llama")
+    assert infer_camel_prefixes([("Qwen2MoeSparseMoeBlock", "Qwen2MLP")]) is None
+
+
+def test_conflicting_prefixes_are_an_error():
+    with pytest.raises(PrefixError, match="ambiguous prefix"):
+        infer_camel_prefixes([("Qwen2MLP", "LlamaMLP"), ("MistralNorm", "LlamaNorm")])
