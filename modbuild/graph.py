@@ -36,14 +36,15 @@ def model_sources(model_dir: Path) -> list[Path]:
     return [p for kind in MODULAR_FILE_KINDS if (p := model_dir / f"{kind}_{name}.py").is_file()]
 
 
-def parent_of_import(node: ast.ImportFrom | ast.Import) -> list[str]:
+def parent_of_import(node: ast.ImportFrom | ast.Import, package: str = GENERATED_PACKAGE) -> list[str]:
     """Model names that one import statement refers to (empty if it is not a model import)."""
+    pkg = package.split(".")
     if isinstance(node, ast.Import):
         dotted = [a.name.split(".") for a in node.names]
-        return [d[1] for d in dotted if len(d) >= 2 and d[0] == GENERATED_PACKAGE]
+        return [d[len(pkg)] for d in dotted if len(d) > len(pkg) and d[: len(pkg)] == pkg]
     parts = (node.module or "").split(".")
-    if node.level == 0 and parts[0] == GENERATED_PACKAGE:
-        return [parts[1]] if len(parts) >= 2 else [a.name for a in node.names]
+    if node.level == 0 and parts[: len(pkg)] == pkg:
+        return [parts[len(pkg)]] if len(parts) > len(pkg) else [a.name for a in node.names]
     if node.level == 2 and parts[0]:
         return [parts[0]]
     return []
