@@ -335,6 +335,8 @@ def _future_flags(tree: ast.Module) -> int:
 
 
 class _Loader:
+    """One load: the parents' scratch modules, their clones in G, and the child's run in G."""
+
     def __init__(self, module: types.ModuleType, path: Path, root: Path, renamers: dict[str, Renamer]):
         self.G = module.__dict__
         self.path, self.root, self.model, self.renamers = path, root, path.parent.name, renamers

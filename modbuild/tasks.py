@@ -177,20 +177,40 @@ def graph_task(project: Project) -> dict:
     }
 
 
-def verify_model(root: str, model: str, check: str) -> bool:
+VERIFY_PARAMS = [
+    {"name": "model", "long": "model", "type": str, "default": "", "help": "verify only this model"},
+    {"name": "atol", "long": "atol", "type": float, "default": 0.0, "help": "override the logits bound"},
+    {"name": "rtol", "long": "rtol", "type": float, "default": 0.0, "help": "override the relative gradient bound"},
+    {"name": "trace", "long": "trace", "type": bool, "default": False, "help": "print the per-layer divergence trace"},
+]
+VERIFY_SOURCES = sorted(str(p) for p in (Path(__file__).parent / "verify").glob("*.py"))
+
+
+def verify_model(root: str, model: str, check: str, bounds: dict, trace: bool) -> bool:
     from modbuild.verify import run_check  # paddle/torch are imported only when verifying
 
-    return run_check(Path(root), model, check)
+    return run_check(Path(root), model, check, bounds, trace)
 
 
-def verify_tasks(project: Project):
-    for model in project.build_order():
-        yield {
-            "name": f"{model}:modular",
-            "actions": [(verify_model, [str(project.root), model, "modular"])],
-            "file_dep": [str(p) for p in project.outputs(model) if p.suffix == ".py"],
-            "doc": f"generated {model} == modular {model} (runtime loader), bit for bit",
-        }
+def verify_tasks(project: Project, model: str = "", atol: float = 0.0, rtol: float = 0.0, trace: bool = False):
+    """One subtask per model and check; a check reruns when the model's generated files change."""
+    from modbuild.verify import CHECKS
+
+    bounds = {k: v for k, v in (("logits", atol), ("grads_rel", rtol)) if v}
+    for name in project.build_order():
+        if model and name != model:
+            continue
+        deps = [str(p) for p in project.outputs(name) if p.suffix == ".py"] + VERIFY_SOURCES
+        for check in CHECKS:
+            yield {
+                "name": f"{name}:{check}",
+                "actions": [(verify_model, [str(project.root), name, check, bounds, trace])],
+                "file_dep": deps,
+                "task_dep": [f"convert:{name}"],
+                "uptodate": [config_changed({"bounds": bounds, "trace": trace})],
+                "verbosity": 2,
+                "doc": f"{name}: {check} check",
+            }
 
 
 def _stop(signum, frame):
@@ -226,9 +246,10 @@ def dodo_namespace(root: Path, verify: bool = True) -> dict:
         """write graph/models.dot and graph/models.svg"""
         return graph_task(project)
 
-    def task_verify():
-        """numerical checks of every generated model"""
-        yield from verify_tasks(project)
+    @task_params(VERIFY_PARAMS)
+    def task_verify(model, atol, rtol, trace):
+        """numerical checks of every generated model (modular, hf, paddlenlp, tp2)"""
+        yield from verify_tasks(project, model, atol, rtol, trace)
 
     namespace = {
         "DOIT_CONFIG": {

@@ -288,6 +288,8 @@ SUPER_PARENT = """
 """
 
 SUPER_CHILD = """
+    from __future__ import annotations
+
     from generated.llama.modeling_llama import LlamaAttention
 
 
@@ -302,6 +304,9 @@ SUPER_CHILD = """
         @staticmethod
         def helper(x):
             return -x
+
+        def clone(self) -> Qwen2Attention:
+            return type(self)()
 
 
     class Qwen2Sized(LlamaAttention):
@@ -326,6 +331,7 @@ def test_two_argument_super_and_descriptors(tmp_path):
     assert mod.Qwen2MLP().forward(1) == 20  # two-argument super in a class the child does not override
     assert mod.Qwen2Attention.kind() == "child:qwen2_attention"
     assert mod.Qwen2Attention.helper(3) == -3
+    assert mod.Qwen2Attention.clone.__annotations__ == {"return": "Qwen2Attention"}  # the child's __future__
     assert attn.size == 4  # inherited property and setter
     attn.size = 7
     assert attn.size == 7
@@ -568,6 +574,33 @@ def test_attribute_removal(tmp_path):
     assert mlp.gate() == "gate" and mlp.act == "silu"
     mlp.bias = True  # an instance attribute still works, as in the flattened class
     assert mlp.bias is True
+
+
+AMBIGUOUS_CHILD = """
+    from generated.llama.modeling_llama import LlamaMLP
+    from generated.mistral.modeling_mistral import MistralMLP
+
+
+    class Qwen2MLP(LlamaMLP):
+        pass
+
+
+    class QwenTwoMLP(MistralMLP):
+        pass
+"""
+
+
+def test_parents_must_agree_on_the_child_prefix(tmp_path):
+    write_tree(
+        tmp_path,
+        {
+            "generated/llama/modeling_llama.py": REMOVAL_PARENT,
+            "generated/mistral/modeling_mistral.py": "class MistralMLP:\n    pass\n",
+            "modular/qwen2/modular_qwen2.py": AMBIGUOUS_CHILD,
+        },
+    )
+    with pytest.raises(ModularError, match="ambiguous prefix"):
+        load(tmp_path, "qwen2")
 
 
 @pytest.mark.parametrize(

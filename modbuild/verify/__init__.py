@@ -1,11 +1,59 @@
-"""Numerical verification of generated models."""
+"""Numerical verification of generated models: one function per check, results as `Record`s.
+
+Frameworks are imported only when a check runs, once per doit worker process.
+"""
 
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 
+from modbuild.verify.record import Record
 
-def run_check(root: Path, model: str, check: str) -> bool:
-    print(f"verify:{model}:{check}: not implemented yet", file=sys.stderr)
-    return False
+CHECKS = ("modular", "hf", "paddlenlp", "tp2")
+
+
+def _run(root: Path, model: str, check: str) -> Record:
+    if check == "modular":
+        from modbuild.verify.modular_check import check_modular
+
+        return check_modular(root, model)
+    if check == "hf":
+        from modbuild.verify.hf_check import check_hf
+
+        return check_hf(model)
+    if check == "paddlenlp":
+        from modbuild.verify.paddlenlp_check import check_paddlenlp
+
+        return check_paddlenlp(model)
+    if check == "tp2":
+        from modbuild.verify.tp_check import check_tp2
+
+        return check_tp2(model)
+    raise ValueError(f"unknown check '{check}' (one of {CHECKS})")
+
+
+def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | None = None, trace: bool = False) -> bool:
+    """Run one check, store it in reports/, print a one-line verdict; True if it passed."""
+    from modbuild.verify.report import save
+
+    try:
+        record = _run(root, model, check)
+    except Exception as exc:  # a crash is a failed check with its traceback, never a pass
+        record = Record(model, check, error=f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+    for key, value in (bounds or {}).items():
+        if key in record.bounds:
+            record.bounds[key] = value
+    if check in ("hf", "paddlenlp") and (trace or not record.passed) and not record.error:
+        from modbuild.verify.trace import first_divergence
+
+        record.trace = first_divergence(model, check)
+    save(root, record)
+    metrics = ", ".join(f"{k}={v:.2e}" for k, v in record.metrics.items() if k in record.bounds)
+    verdict = "ok" if record.passed else "FAILED: " + "; ".join(record.failures() or [record.error])
+    print(f"verify:{model}:{check}: {verdict} ({metrics})", file=sys.stderr if not record.passed else sys.stdout)
+    for step in record.trace if (trace or not record.passed) else ():
+        print(f"  {step}")
+    return record.passed

@@ -1,0 +1,65 @@
+"""Run a Paddle causal LM on a batch and collect what the checks compare: logits, loss, gradients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import paddle
+
+
+@dataclass
+class Outputs:
+    logits: np.ndarray
+    loss: float
+    grads: dict[str, np.ndarray]
+
+
+def randomize(model: paddle.nn.Layer, std: float = 0.2, norm_mean: float = 1.0, seed: int = 0) -> None:
+    """Re-draw every parameter with a large std: at 0.02 a wrong rope_theta moves logits by only 3e-3."""
+    paddle.seed(seed)
+    for name, param in sorted(model.named_parameters()):
+        mean = norm_mean if param.ndim == 1 and "norm" in name else 0.0
+        param.set_value(paddle.normal(mean, std, param.shape).astype(param.dtype))
+
+
+def run(model: paddle.nn.Layer, batch: dict[str, np.ndarray], backward: bool = True) -> Outputs:
+    model.eval()
+    model.clear_gradients()
+    out = model(
+        input_ids=paddle.to_tensor(batch["input_ids"]),
+        attention_mask=paddle.to_tensor(batch["attention_mask"]),
+        labels=paddle.to_tensor(batch["labels"]),
+        return_dict=True,
+    )
+    if backward:
+        out.loss.backward()
+    grads = {n: p.grad.numpy() for n, p in model.named_parameters() if backward and p.grad is not None}
+    return Outputs(out.logits.numpy(), float(out.loss.item()), grads)
+
+
+def greedy(model: paddle.nn.Layer, ids: np.ndarray, new_tokens: int = 8) -> list[int]:
+    """Greedy decoding with the KV cache: one full forward, then one token at a time."""
+    model.eval()
+    with paddle.no_grad():
+        out = model(input_ids=paddle.to_tensor(ids), use_cache=True, return_dict=True)
+        tokens = []
+        for _ in range(new_tokens):
+            token = int(out.logits[0, -1].argmax().item())
+            tokens.append(token)
+            out = model(
+                input_ids=paddle.to_tensor([[token]]),
+                past_key_values=out.past_key_values,
+                use_cache=True,
+                return_dict=True,
+            )
+    return tokens
+
+
+def max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype("float64") - b.astype("float64")).max()) if a.size else 0.0
+
+
+def max_rel(a: np.ndarray, b: np.ndarray) -> float:
+    scale = float(np.abs(b).max())
+    return max_abs(a, b) / scale if scale else max_abs(a, b)

@@ -1,0 +1,53 @@
+"""verify:<m>:paddlenlp: the generated model against PaddleNLP's hand-written model, same weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import paddlenlp.transformers as reference_models
+
+from modbuild.verify.paddle_run import max_abs, randomize
+from modbuild.verify.record import Record
+from modbuild.verify.specs import TINY, generated, left_padded_batch, spec
+
+BOUNDS = {"logits": 1e-5, "missing_keys": 0.0}
+
+
+def _logits(model: paddle.nn.Layer, batch: dict[str, np.ndarray]) -> np.ndarray:
+    model.eval()
+    with paddle.no_grad():
+        out = model(
+            input_ids=paddle.to_tensor(batch["input_ids"]),
+            attention_mask=paddle.to_tensor(batch["attention_mask"]),
+            position_ids=paddle.to_tensor(batch["position_ids"]),
+            return_dict=True,
+        )
+    return out.logits.numpy()
+
+
+def check_paddlenlp(model: str) -> Record:
+    sp = spec(model)
+    record = Record(model, "paddlenlp", bounds=dict(BOUNDS))
+    if sp.paddlenlp_class is None:
+        record.notes.append(sp.paddlenlp_note or "PaddleNLP 3.0.0b4 has no usable hand-written model")
+        record.bounds = {}
+        return record
+    kwargs = {**TINY, **{k: v for k, v in sp.config.items() if k != "use_sliding_window"}}
+    if sp.paddlenlp_note:
+        record.notes.append(sp.paddlenlp_note)
+    modeling, configuration = generated(model)
+    ours = getattr(modeling, f"{sp.camel}ForCausalLM")(getattr(configuration, f"{sp.camel}Config")(**kwargs))
+    randomize(ours, norm_mean=sp.norm_mean)
+    ref_cls = getattr(reference_models, sp.paddlenlp_class)
+    reference = ref_cls(ref_cls.config_class(**kwargs))
+    state = ours.state_dict()
+    missing = sorted(set(reference.state_dict()) ^ set(state))
+    record.metrics["missing_keys"] = float(len(missing))
+    if missing:
+        record.notes.append(f"parameter names differ: {missing[:5]}")
+        return record
+    reference.set_state_dict(state)
+    batch = left_padded_batch(TINY["vocab_size"])
+    real = batch["attention_mask"].astype(bool)
+    record.metrics["logits"] = max_abs(_logits(ours, batch)[real], _logits(reference, batch)[real])
+    return record

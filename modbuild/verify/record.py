@@ -1,0 +1,28 @@
+"""One verification result: the metrics, their bounds, and whether they hold."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Record:
+    model: str
+    check: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    bounds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    trace: list[dict] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        if self.error:
+            return False
+        return all(self.metrics.get(k, float("inf")) <= bound for k, bound in self.bounds.items())
+
+    def failures(self) -> list[str]:
+        return [f"{k} = {self.metrics.get(k)!r} > {b}" for k, b in self.bounds.items() if not self.metrics.get(k, float("inf")) <= b]
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
