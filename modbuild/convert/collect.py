@@ -144,7 +144,14 @@ class Namespace:
         members = [Member(mem.key, mem.node, self._out(mem.deps)) for mem in unit.members]
         own = {cst.Module([]).code_for_node(arg.value) for arg, _ in found}
         merged = self.merger.merge(node, members, parents, own)
-        out_node = self._localise(merged.node)
+        # Only the child's statements name imported parent symbols: the parent's are renamed already.
+        inherited = {id(mem.node) for parent in parents for mem in parent.members}
+        body = [stmt if id(stmt) in inherited else self._localise(stmt) for stmt in merged.node.body.body]
+        out_node = merged.node.with_changes(
+            bases=[self._localise(arg) for arg in merged.node.bases],
+            decorators=[self._localise(dec) for dec in merged.node.decorators],
+            body=merged.node.body.with_changes(body=body),
+        )
         header = [*node.decorators, *node.keywords, *(a for a in node.bases if all(a is not f for f, _ in found))]
         deps = self._out(merged.deps) | self._out(supercall.names_in(header).read & unit.deps)
         key = self._parent_key(found[0][1][0], parents[0].origin)

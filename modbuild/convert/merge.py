@@ -158,6 +158,8 @@ class ClassMerger:
         return out
 
     def _reject_nested_super(self, stmt: cst.BaseStatement, inherited: dict[str, Member]) -> None:
+        if not supercall.names_in([stmt]).super_calls:
+            return
         for call in m.findall(stmt, m.Call(func=m.Attribute(value=m.Call(func=m.Name("super"))))):
             name = supercall.super_method(call)
             if name in inherited and supercall.statement_call(stmt) is None:
@@ -167,9 +169,10 @@ class ClassMerger:
                 )
 
     def _check_deleted_attrs(self, members: list[Member]) -> None:
+        nodes = [mem.node.body if isinstance(mem.node, cst.FunctionDef) else mem.node for mem in members]
+        used = supercall.names_in(nodes).self_attrs if self.deleted else set()
         for attr, stmt in self.deleted:
-            uses = m.findall(cst.Module([mem.node for mem in members]), m.Attribute(value=m.Name("self"), attr=m.Name(attr)))
-            if uses:
+            if attr in used:
                 raise self.error(stmt)(f"`del self.{attr}` removes the parent's attribute, but self.{attr} is still used")
 
 
@@ -218,18 +221,16 @@ def _last_assignment(body: list[tuple[cst.BaseStatement, bool]], attr: str) -> i
     return None
 
 
-def _self_reads(nodes) -> set[str]:
-    return {a.attr.value for node in nodes for a in m.findall(node, m.Attribute(value=m.Name("self")))}
-
-
 def _can_move(stmt: cst.BaseStatement, body: list[tuple[cst.BaseStatement, bool]], index: int) -> bool:
     """Moving the child's assignment up to the parent's keeps the meaning only if nothing in between
     reads the attribute or writes what the new value reads."""
     attr = _self_attr(stmt, cst.Assign)
     between = [s for s, _ in body[index + 1 :]]
     value = stmt.body[0].value
-    if attr in _self_reads(between):
+    between_names = supercall.names_in(between)
+    if attr in between_names.self_attrs:
         return False
-    written = supercall.names_in(between).stored | {a for s in between if (a := _self_attr(s, cst.Assign))}
-    reads = supercall.names_in([value]).read | _self_reads([value])
+    written = between_names.stored | {a for s in between if (a := _self_attr(s, cst.Assign))}
+    value_names = supercall.names_in([value])
+    reads = value_names.read | value_names.self_attrs
     return not (reads & written)

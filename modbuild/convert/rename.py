@@ -55,6 +55,18 @@ def rename_node(node: cst.CSTNode, renamer: Renamer, keep: Collection[str] = ())
     """Rename a parent's node for the child: identifiers and key-like string constants."""
     if renamer.old == renamer.new:
         return node
+    if isinstance(node, cst.ClassDef) and isinstance(node.body, cst.IndentedBlock):
+        # Member by member: most methods never mention the prefix and are skipped whole.
+        body = [rename_node(stmt, renamer, keep) for stmt in node.body.body]
+        header = node.with_changes(body=node.body.with_changes(body=[]))
+        return _visit(header, renamer, keep).with_changes(body=node.body.with_changes(body=body))
+    return _visit(node, renamer, keep)
+
+
+def _visit(node: cst.CSTNode, renamer: Renamer, keep: Collection[str]) -> cst.CSTNode:
+    text = cst.Module([]).code_for_node(node).lower()
+    if renamer.old.lower.replace("_", "") not in text.replace("_", ""):
+        return node  # every spelling of the prefix contains its lowercase letters
     return node.visit(_Rename(renamer.identifier, renamer.string, keep))
 
 

@@ -1,8 +1,8 @@
 """Parse a Python file once and index its top-level definitions ("units") with their dependencies.
 
-Dependencies are the module-level (or builtin) names a unit reads, found with libcst's
-`ScopeProvider`: locals, parameters, attributes, keyword names and comprehension variables are
-therefore never mistaken for dependencies.
+Dependencies are the module-level (or builtin) names a unit reads, from the compiler's own scope
+analysis (`scopes`): locals, parameters, attributes, keyword names and comprehension variables
+are never mistaken for dependencies.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import libcst as cst
-from libcst.helpers import get_full_name_for_node
-from libcst.metadata import BuiltinScope, GlobalScope, MetadataWrapper, PositionProvider, ScopeProvider
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from modbuild.convert.scopes import Reads, statement_reads
 
 
 class ConvertError(Exception):
@@ -57,73 +58,17 @@ class SourceModule:
     units: list[Unit]
     loose: list[tuple[cst.BaseStatement, frozenset[str], int]]  # statements binding nothing
     import_names: frozenset[str]
-    positions: object
+    _positions: dict | None = None
 
     def line_of(self, node: cst.CSTNode) -> int:
-        try:
-            return self.positions[node].start.line
-        except KeyError:
-            return 0
+        """A node's line, for error messages: positions are computed on first use only."""
+        if self._positions is None:
+            self._positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+        position = self._positions.get(node)
+        return position.start.line if position else 0
 
     def definitions(self) -> dict[str, Unit]:
         return {name: unit for unit in self.units if not unit.is_import for name in unit.names}
-
-
-class _Reads(cst.CSTVisitor):
-    """Collect global reads below a node, split into eager (module execution) and all."""
-
-    def __init__(self, globals_by_node: dict[int, str]):
-        self.by_node = globals_by_node
-        self.all: set[str] = set()
-        self.eager: set[str] = set()
-        self._lazy_depth = 0
-
-    def _note(self, node: cst.CSTNode) -> None:
-        name = self.by_node.get(id(node))
-        if name is not None:
-            self.all.add(name)
-            if not self._lazy_depth:
-                self.eager.add(name)
-
-    def visit_Name(self, node: cst.Name) -> None:
-        self._note(node)
-
-    def visit_Attribute(self, node: cst.Attribute) -> None:
-        self._note(node)  # `os.path.sep` after `import os.path` is recorded on the attribute
-
-    def visit_SimpleString(self, node: cst.SimpleString) -> None:
-        self._note(node)  # string annotations
-
-    def visit_FunctionDef_body(self, node: cst.FunctionDef) -> None:
-        self._lazy_depth += 1
-
-    def leave_FunctionDef_body(self, node: cst.FunctionDef) -> None:
-        self._lazy_depth -= 1
-
-    def visit_Lambda_body(self, node: cst.Lambda) -> None:
-        self._lazy_depth += 1
-
-    def leave_Lambda_body(self, node: cst.Lambda) -> None:
-        self._lazy_depth -= 1
-
-
-def _global_reads(wrapper: MetadataWrapper) -> dict[int, str]:
-    scopes = wrapper.resolve(ScopeProvider)
-    reads: dict[int, str] = {}
-    for scope in {s for s in scopes.values() if s is not None}:
-        for access in scope.accesses:
-            referents = access.referents
-            if not referents or any(isinstance(r.scope, (GlobalScope, BuiltinScope)) for r in referents):
-                name = get_full_name_for_node(access.node)
-                if name:
-                    reads[id(access.node)] = name.split(".")[0]
-    return reads
-
-
-def _reads(node: cst.CSTNode, by_node: dict[int, str]) -> tuple[frozenset[str], frozenset[str]]:
-    visitor = _Reads(by_node)
-    node.visit(visitor)
-    return frozenset(visitor.all), frozenset(visitor.eager)
 
 
 def member_key(node: cst.BaseStatement) -> str | None:
@@ -226,17 +171,26 @@ def _imported_names(module: cst.Module) -> frozenset[str]:
     return frozenset(names)
 
 
-def _class_members(node: cst.ClassDef, by_node: dict[int, str]) -> list[Member]:
+def _aligned(statements, reads: list, attr: str = "all") -> list:
+    """Per libcst statement, its ast statements' reads: `a = 1; b = 2` is one line in libcst, two in ast."""
+    out, index = [], 0
+    for stmt in statements:
+        count = len(stmt.body) if isinstance(stmt, cst.SimpleStatementLine) else 1
+        chunk = reads[index : index + count]
+        index += count
+        out.append(chunk)
+    return out
+
+
+def _class_members(node: cst.ClassDef, reads: Reads) -> list[Member]:
     if not isinstance(node.body, cst.IndentedBlock):
         return []
-    members = []
-    for stmt in node.body.body:
-        deps, _ = _reads(stmt, by_node)
-        members.append(Member(member_key(stmt), stmt, deps))
-    return members
+    chunks = _aligned(node.body.body, reads.members)
+    return [Member(member_key(stmt), stmt, frozenset().union(*chunk)) for stmt, chunk in zip(node.body.body, chunks)]
 
 
-def _units_of(stmt: cst.BaseStatement, by_node: dict[int, str], line: int) -> list[Unit]:
+def _units_of(stmt: cst.BaseStatement, reads: list[Reads]) -> list[Unit]:
+    line = reads[0].line
     if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1:
         inner = stmt.body[0]
         if is_sibling_import(inner):
@@ -249,35 +203,33 @@ def _units_of(stmt: cst.BaseStatement, by_node: dict[int, str], line: int) -> li
     names = _bound_names(stmt)
     if not names:
         return []
-    deps, eager = _reads(stmt, by_node)
-    unit = Unit(names, stmt, False, deps - set(names), eager - set(names), line)
+    deps = frozenset().union(*(r.all for r in reads)) - set(names)
+    eager = frozenset().union(*(r.eager for r in reads)) - set(names)
+    unit = Unit(names, stmt, False, deps, eager, line)
     if isinstance(stmt, cst.ClassDef):
-        unit.members = _class_members(stmt, by_node)
+        unit.members = _class_members(stmt, reads[0])
     return [unit]
 
 
 def parse_source(path: Path, code: str) -> SourceModule:
     try:
         module = cst.parse_module(code)
-    except cst.ParserSyntaxError as exc:
+        reads = statement_reads(code, str(path))
+    except (cst.ParserSyntaxError, SyntaxError) as exc:
         try:  # Python's own parser gives the line and message users know
             compile(code, str(path), "exec", dont_inherit=True)
         except SyntaxError as py_exc:
-            raise ConvertError(path, py_exc.lineno or exc.raw_line, f"syntax error: {py_exc.msg}") from None
-        raise ConvertError(path, exc.raw_line, f"syntax error: {exc.message}") from None
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-    by_node = _global_reads(wrapper)
-    positions = wrapper.resolve(PositionProvider)
+            raise ConvertError(path, py_exc.lineno or 1, f"syntax error: {py_exc.msg}") from None
+        raise ConvertError(path, getattr(exc, "raw_line", 1), f"syntax error: {exc}") from None
     units: list[Unit] = []
     loose = []
-    for stmt in module.body:
-        line = positions[stmt].start.line
-        found = _units_of(stmt, by_node, line)
+    for stmt, chunk in zip(module.body, _aligned(module.body, reads)):
+        found = _units_of(stmt, chunk)
         if found:
             units += found
         else:
-            loose.append((stmt, _reads(stmt, by_node)[0], line))
-    return SourceModule(path, module, units, loose, _imported_names(module), positions)
+            loose.append((stmt, frozenset().union(*(r.all for r in chunk)), chunk[0].line))
+    return SourceModule(path, module, units, loose, _imported_names(module))
 
 
 @lru_cache(maxsize=256)

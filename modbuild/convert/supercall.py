@@ -57,16 +57,36 @@ def statement_call(stmt: cst.BaseStatement) -> SuperStatement | None:
 
 
 class _Names(cst.CSTVisitor):
+    """Variables read and stored, `self.x` attributes used, names inside f-strings, and returns."""
+
     def __init__(self) -> None:
         self.read: set[str] = set()
         self.stored: set[str] = set()
+        self.self_attrs: set[str] = set()
+        self.in_fstrings: set[str] = set()
         self.returns_value = False
+        self.super_calls = 0
+        self._fstring_depth = 0
 
     def visit_Name(self, node: cst.Name) -> None:
         self.read.add(node.value)
+        if self._fstring_depth:
+            self.in_fstrings.add(node.value)
+
+    def visit_FormattedStringExpression(self, node: cst.FormattedStringExpression) -> None:
+        self._fstring_depth += 1
+
+    def leave_FormattedStringExpression(self, node: cst.FormattedStringExpression) -> None:
+        self._fstring_depth -= 1
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if isinstance(node.func, cst.Name) and node.func.value == "super":
+            self.super_calls += 1
 
     # Attribute names and keyword names are not variables.
     def visit_Attribute(self, node: cst.Attribute) -> bool:
+        if isinstance(node.value, cst.Name) and node.value.value == "self":
+            self.self_attrs.add(node.attr.value)
         node.value.visit(self)
         return False
 
@@ -215,7 +235,7 @@ def inline(
     visible = before.stored | {p.name.value for p in _all_params(child.params)}
     needed = (visible & after.read) | (after.read - after.stored)
     prelude, renames = [], {}
-    in_fstrings = names_in(m.findall(cst.Module(body), m.FormattedStringExpression())).read
+    in_fstrings = parent_names.in_fstrings
     for param, value in binding.values.items():
         if m.matches(value, m.Name(param)) or param not in parent_names.read:
             continue
