@@ -348,6 +348,7 @@ class _Loader:
         self.clones: list[type] = []
         self.current: dict[str, list[Any]] = {}  # G name -> parent objects under it, G's first (later: the child's)
         self.builtins = dict(vars(builtins), __import__=self._import, __build_class__=self._build_class)
+        self.pinned: set[str] = set()  # parent aliases the child calls explicitly: never replaced by the child
 
     # -- parents, executed unmodified
 
@@ -567,6 +568,8 @@ class _Loader:
             gname, value = scratch.gname(name), scratch.ns[name]
             plain = name in scratch.sibling or (name in scratch.keep and self._owner(value) is None)
             self.G[alias] = obj = self.G[gname] if plain else self.value(value, scratch)
+            if alias in self.pinned:
+                continue  # `LlamaAttention.forward(self, ...)`: the alias keeps meaning the parent's class
             if gname in self.current and all(obj is not o for o in self.current[gname]):
                 self.current[gname].append(obj)  # replaced by the child's definition like G's own
 
@@ -595,6 +598,8 @@ class _Loader:
         if not replaced:
             return
         for key, value in list(self.G.items()):
+            if key in self.pinned:
+                continue
             if (swapped := _swap(value, replaced)) is not value:
                 self.G[key] = swapped
         for clone in self.clones:
@@ -609,6 +614,28 @@ class _Loader:
         for clone in self.clones:
             if old in clone.__bases__ and not issubclass(new, clone):
                 clone.__bases__ = tuple(new if base is old else base for base in clone.__bases__)
+
+
+def explicit_parent_calls(tree: ast.Module, parent_names: set[str]) -> set[str]:
+    """Parent classes a child class calls explicitly, `LlamaAttention.forward(self, ...)`: the escape hatch
+    that keeps the parent class itself (the converter keeps it too, under its own name)."""
+    found = set()
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        bases = {b.id for b in node.bases if isinstance(b, ast.Name) and b.id in parent_names}
+        for call in ast.walk(node):
+            if (
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and isinstance(call.func.value, ast.Name)
+                and call.func.value.id in bases
+                and call.args
+                and isinstance(call.args[0], ast.Name)
+                and call.args[0].id == "self"
+            ):
+                found.add(call.func.value.id)
+    return found
 
 
 def load_modular(path: str | Path, root: Path | None = None) -> types.ModuleType:
@@ -626,6 +653,7 @@ def load_modular(path: str | Path, root: Path | None = None) -> types.ModuleType
     module = types.ModuleType(path.stem)
     module.__dict__.update(__file__=str(path), __builtins__=builtins)
     loader = _Loader(module, path, root, _renamers(tree, imports, path.parent.name, path))
+    loader.pinned = explicit_parent_calls(tree, {alias for imp in imports for _, alias in imp.names})
     loader.load_parents(imports)
     loader.run_child(tree, by_stmt)
     module.__dict__.setdefault("__all__", [node.name for node in tree.body if isinstance(node, _DEFS)])

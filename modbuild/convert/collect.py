@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import libcst as cst
+import libcst.matchers as m
 
 from modbuild.convert import supercall
 from modbuild.convert.merge import ClassMerger, ParentClass
@@ -63,15 +64,40 @@ class Namespace:
     def __init__(self, child: SourceModule, prefix: Prefix, parents: list[Parent], imports: ParentImports):
         self.child, self.prefix, self.parents, self.imports = child, prefix, parents, imports
         self.by_model = {p.model: p for p in parents}
-        self.local_map = {
-            local: self.by_model[model].renamer.identifier(original) for local, (model, original) in imports.symbols.items()
-        }
         self.merger = ClassMerger(child.path, child.line_of)
         self._counter = 0
         self._parent_cache: dict[int, OutUnit] = {}
+        self.kept = {alias: self._kept_parent_class(alias) for alias in self._explicit_parent_calls()}
+        self.local_map = {
+            local: self.by_model[model].renamer.identifier(original)
+            for local, (model, original) in imports.symbols.items()
+            if local not in self.kept
+        }
         self.child_units, self.child_roots = self._child_units()
         self.child_defs = {n: u for u in self.child_units if not u.is_import for n in u.names}
         self.child_imports = {n: u for u in self.child_units if u.is_import for n in u.names}
+
+    def _explicit_parent_calls(self) -> list[str]:
+        """Parent classes called explicitly by a child class that subclasses them, `LlamaAttention.forward(self, x)`:
+        the escape hatch. Such a child keeps the parent class (under its own name) as a real base."""
+        found = []
+        call = m.Call(func=m.Attribute(value=m.Name()), args=[m.Arg(value=m.Name("self")), m.ZeroOrMore()])
+        for unit in self.child.units:
+            if not isinstance(unit.node, cst.ClassDef):
+                continue
+            bases = {a.value.value for a in unit.node.bases if m.matches(a.value, m.Name()) and a.value.value in self.imports.symbols}
+            found += [c.func.value.value for c in m.findall(unit.node, call) if c.func.value.value in bases]
+        return sorted(set(found))
+
+    def _kept_parent_class(self, alias: str) -> OutUnit:
+        model, original = self.imports.symbols[alias]
+        parent = self.by_model[model]
+        unit, module = parent.find(original)
+        node = rename_node(unit.node, parent.renamer, module.import_names | {original})
+        if alias != original:
+            node = node.with_changes(name=cst.Name(alias))
+        deps = self._parent_deps(parent, module, unit.deps - {original})
+        return self._new((alias,), node, deps, self._parent_key(parent, (unit, module)))
 
     def _new(self, names, node, deps, key, is_import=False) -> OutUnit:
         self._counter += 1
@@ -133,7 +159,7 @@ class Namespace:
         node = unit.node
         # Only the first parent-model base is flattened; further ones (mixins) stay bases, renamed.
         found = [(arg, hit) for arg in node.bases if (hit := self._parent_base(arg))][:1]
-        if not found:
+        if not found or m.matches(found[0][0].value, m.Name()) and found[0][0].value.value in self.kept:
             return None
         parents = []
         for arg, (parent, original) in found:
@@ -190,6 +216,8 @@ class Namespace:
         """The unit that defines `name` in the child's namespace: child first, then parents in import order."""
         if name in self.child_defs:
             return self.child_defs[name]
+        if name in self.kept:
+            return self.kept[name]
         if name in self.child_imports:
             return self.child_imports[name]
         for parent in self.parents:
