@@ -1,0 +1,3 @@
+from modbuild.weights.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""``python -m modbuild.weights {hf2paddle,paddle2hf,split} --src DIR --dst DIR [--model M] [--tp N]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from modbuild.weights.convert import convert_hf_to_paddle, convert_paddle_to_hf
+from modbuild.weights.hf import WeightsError
+from modbuild.weights.split import split_tensor_parallel
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m modbuild.weights", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    helps = {
+        "hf2paddle": "HF safetensors checkpoint -> Paddle checkpoint",
+        "paddle2hf": "Paddle checkpoint -> HF safetensors checkpoint",
+        "split": "full Paddle checkpoint -> per-rank tensor-parallel files",
+    }
+    for name, help_text in helps.items():
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--src", required=True, help="input checkpoint directory")
+        command.add_argument("--dst", required=True, help="output directory (replaced atomically)")
+        command.add_argument("--model", help="generated model name (default: config.json model_type)")
+        command.add_argument("--no-progress", action="store_true", help="no per-shard progress bars")
+        if name == "split":
+            command.add_argument("--tp", type=int, required=True, help="tensor-parallel degree")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress = not args.no_progress
+    try:
+        if args.command == "hf2paddle":
+            out = convert_hf_to_paddle(args.src, args.dst, args.model, progress=progress)
+        elif args.command == "paddle2hf":
+            out = convert_paddle_to_hf(args.src, args.dst, args.model, progress=progress)
+        else:
+            out = split_tensor_parallel(args.src, args.dst, args.tp, args.model, progress=progress)
+    except WeightsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0

@@ -1,0 +1,341 @@
+"""HF <-> Paddle checkpoint conversion, driven by each generated model's ``_get_name_mappings``.
+
+Every rename and transpose comes from the mappings; nothing is inferred from shapes. Expected shapes come from
+the generated model itself, built under ``paddle.LazyGuard`` with weight init off: parameters get shapes but no
+storage, so this is cheap even for a 70B config. The whole input is validated (names, shapes, shard headers)
+before the first byte is written, and the output is built in a temporary directory renamed into place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import math
+import os
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from modbuild.atomic import atomic_directory
+from modbuild.weights.hf import (
+    CONFIG_NAME,
+    SAFE_INDEX_NAME,
+    Checkpoint,
+    ShardReader,
+    WeightsError,
+    copy_extra_files,
+    normalise_hf_config,
+    read_json,
+    scan_checkpoint,
+)
+
+# HF never saves these non-persistent buffers, but older checkpoints carry them; they are not parameters.
+NON_PERSISTENT = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
+DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2}
+DTYPE_SIZES |= {"I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_NUMPY_CODES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "float8_e5m2": "F8_E5M2", "float8_e4m3fn": "F8_E4M3"}
+_NUMPY_CODES |= {"int16": "I16", "uint16": "U16", "float16": "F16", "bfloat16": "BF16", "int32": "I32"}
+_NUMPY_CODES |= {"uint32": "U32", "float32": "F32", "int64": "I64", "uint64": "U64", "float64": "F64"}
+# paddlenlp-only config fields that mean nothing to transformers.
+_PADDLE_ONLY_KEYS = frozenset(
+    [
+        "paddlenlp_version",
+        "dtype",
+        "tensor_parallel_degree",
+        "tensor_parallel_rank",
+        "tensor_parallel_output",
+        "pipeline_parallel_degree",
+        "virtual_pp_degree",
+        "sep_parallel_degree",
+        "context_parallel_degree",
+        "sequence_parallel",
+        "fuse_sequence_parallel_allreduce",
+        "fuse_attention_qkv",
+        "fuse_attention_ffn",
+        "use_flash_attention",
+        "use_fused_rms_norm",
+        "use_fused_rope",
+        "use_fused_linear",
+        "use_fused_dropout_add",
+        "use_fused_linear_cross_entropy",
+        "recompute",
+        "recompute_granularity",
+        "recompute_use_reentrant",
+        "refined_recompute",
+        "no_recompute_layers",
+        "offload_recompute_inputs",
+        "pp_recompute_interval",
+        "quantization_config",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One output tensor: read ``src`` from its shard, transpose if asked, write it as ``dst``."""
+
+    src: str
+    dst: str
+    transpose: bool
+    dtype: str
+    shape: tuple[int, ...]  # output shape
+
+
+def known_models() -> list[str]:
+    import generated
+
+    root = Path(generated.__file__).parent
+    return sorted(p.parent.name for p in root.glob("*/modeling_*.py") if p.stem == f"modeling_{p.parent.name}")
+
+
+def resolve_model(model_type: str | None) -> type:
+    """The ``*ForCausalLM`` class of ``generated.<model_type>.modeling_<model_type>``."""
+    module_name = f"generated.{model_type}.modeling_{model_type}"
+    if not isinstance(model_type, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", model_type):
+        raise WeightsError(f"unknown model_type {model_type!r}; known: {', '.join(known_models())}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise  # a missing dependency inside an existing model is not an unknown model_type
+        raise WeightsError(f"unknown model_type {model_type!r}; known: {', '.join(known_models())}") from None
+    classes = [
+        obj
+        for name, obj in vars(module).items()
+        if isinstance(obj, type) and name.endswith("ForCausalLM") and obj.__module__ == module.__name__
+    ]
+    if len(classes) != 1:
+        raise WeightsError(f"{module_name} defines {len(classes)} *ForCausalLM classes, expected one")
+    return classes[0]
+
+
+def build_config(cls: type, raw: dict, **overrides):
+    """The generated config class from a (normalised) config.json dict, always for the causal LM class."""
+    takes_rope_theta = "rope_theta" in inspect.signature(cls.config_class.__init__).parameters
+    if takes_rope_theta and "rope_theta" not in raw:
+        raise WeightsError("config.json has no rope_theta (nor rope_parameters): refusing to assume a default")
+    kwargs = {k: v for k, v in raw.items() if k not in ("model_type", "transformers_version", "paddlenlp_version")}
+    # paddlenlp's _get_name_mappings reads config.architectures to decide whether names carry the prefix.
+    kwargs |= {"architectures": [cls.__name__], "tensor_parallel_degree": 1, "tensor_parallel_rank": 0}
+    return cls.config_class(**(kwargs | overrides))
+
+
+def expected_shapes(cls: type, config) -> dict[str, tuple[int, ...]]:
+    """Parameter name -> shape of the Paddle model, without allocating its weights."""
+    import paddle
+    from paddlenlp.transformers.model_utils import no_init_weights
+
+    with no_init_weights(_enable=True), paddle.LazyGuard():
+        model = cls(config)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def name_pairs(cls: type, config, expected: dict[str, tuple[int, ...]]) -> list[tuple[str, str, bool]]:
+    """(HF name, Paddle name, transpose) from ``_get_name_mappings``, checked to cover the model exactly."""
+    pairs = []
+    for mapping in cls._get_name_mappings(config):
+        if mapping.action not in (None, "transpose"):
+            raise WeightsError(
+                f"{cls.__name__}: unsupported mapping action {mapping.action!r} ({mapping.source_name})"
+            )
+        pairs.append((mapping.source_name, mapping.target_name, mapping.action == "transpose"))
+    mapped = {paddle_name for _, paddle_name, _ in pairs}
+    if mapped != set(expected) or len(mapped) != len(pairs):
+        raise WeightsError(
+            f"{cls.__name__}._get_name_mappings disagrees with the model's parameters: "
+            f"unmapped {sorted(set(expected) - mapped)}, not parameters {sorted(mapped - set(expected))}"
+        )
+    return pairs
+
+
+def plan_shards(
+    checkpoint: Checkpoint, pairs: list[tuple[str, str, bool]], out_shapes: dict[str, tuple[int, ...]]
+) -> dict[str, list[Entry]]:
+    """Per input shard, the entries to write; raises one WeightsError naming every bad key and shape."""
+    by_src = {src: (dst, transpose) for src, dst, transpose in pairs}
+    missing = sorted(set(by_src) - set(checkpoint.tensors))
+    unexpected = sorted(n for n in checkpoint.tensors if n not in by_src and not NON_PERSISTENT.search(n))
+    mismatched, plan = [], {shard: [] for shard in checkpoint.shards}
+    for src, (dst, transpose) in by_src.items():
+        info = checkpoint.tensors.get(src)
+        if info is None:
+            continue
+        shape = info.shape[::-1] if transpose else info.shape
+        if shape != out_shapes[dst] or (transpose and len(shape) != 2):
+            mismatched.append(f"{src} {list(info.shape)} -> {dst} {list(shape)}, expected {list(out_shapes[dst])}")
+        plan[info.shard].append(Entry(src, dst, transpose, info.dtype, shape))
+    problems = [
+        f"{label} ({len(items)}): {', '.join(items)}"
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatch", sorted(mismatched)),
+        )
+        if items
+    ]
+    if problems:
+        raise WeightsError(f"{checkpoint.directory}: " + "; ".join(problems))
+    # safetensors' own storage order (wider dtypes first, then by name), so round trips are byte-identical.
+    return {shard: sorted(es, key=lambda e: (-DTYPE_SIZES[e.dtype], e.dst)) for shard, es in plan.items() if es}
+
+
+_TILE = 64  # 64x64 fp32 tiles (16 KB in, 16 KB out) stay in L1/L2 while transposed
+
+
+def transpose_2d(array: np.ndarray) -> np.ndarray:
+    """C-contiguous transpose of a 2-D array, tile by tile.
+
+    ``np.ascontiguousarray(a.T)`` walks one side with a huge stride; copying 64x64 tiles measured ~1.7x faster
+    (5632x2048 fp32: 0.084 s vs 0.143 s). Plain slice assignment keeps any dtype (bf16 included) bit for bit.
+    """
+    rows, cols = array.shape
+    out = np.empty((cols, rows), dtype=array.dtype)
+    for i in range(0, rows, _TILE):
+        for j in range(0, cols, _TILE):
+            out[j : j + _TILE, i : i + _TILE] = array[i : i + _TILE, j : j + _TILE].T
+    return out
+
+
+class ShardWriter:
+    """Streams one safetensors file: the header (from the planned specs) first, then each tensor as it comes.
+
+    Memory stays at one tensor, where ``safetensors.numpy.save_file`` would need the whole shard in a dict.
+    """
+
+    def __init__(self, path: Path, specs: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str]):
+        self.path, self._specs, self._written = Path(path), specs, 0
+        header, offset = {"__metadata__": metadata}, 0
+        for name, dtype, shape in specs:
+            size = math.prod(shape) * DTYPE_SIZES[dtype]
+            header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+            offset += size
+        self.nbytes = offset
+        blob = json.dumps(header, separators=(",", ":")).encode()
+        blob += b" " * (-len(blob) % 8)  # tensor data starts 8-byte aligned, as safetensors writes it
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()/__exit__
+        self._file.write(struct.pack("<Q", len(blob)) + blob)
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        expected = self._specs[self._written] if self._written < len(self._specs) else None
+        actual = (name, _NUMPY_CODES.get(array.dtype.name), tuple(array.shape))
+        if actual != expected:
+            raise WeightsError(f"{self.path}: writing {actual}, planned {expected}")
+        array = array if array.flags.c_contiguous else array.copy(order="C")
+        self._file.write(array.reshape(-1).view(np.uint8).data)
+        self._written += 1
+
+    def close(self) -> None:
+        if self._written != len(self._specs):
+            raise WeightsError(f"{self.path}: wrote {self._written} of {len(self._specs)} tensors")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def __enter__(self) -> ShardWriter:  # noqa: PYI034 - typing.Self needs Python 3.11
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._file.close()
+
+
+def write_shards(
+    checkpoint: Checkpoint,
+    plan: dict[str, list[Entry]],
+    out_dir: Path,
+    metadata: dict[str, str],
+    progress: bool = False,
+) -> tuple[dict[str, str], int]:
+    """Write each planned shard under the input shard's name; returns (weight_map, total bytes)."""
+    weight_map, total = {}, 0
+    for shard, entries in plan.items():
+        specs = [(e.dst, e.dtype, e.shape) for e in entries]
+        with (
+            ShardReader(checkpoint.directory / shard) as reader,
+            ShardWriter(out_dir / shard, specs, metadata) as writer,
+        ):
+            for entry in tqdm(entries, desc=shard, unit="tensor", disable=not progress):
+                array = reader.get(entry.src)
+                writer.write(entry.dst, transpose_2d(array) if entry.transpose else array)
+        weight_map |= {e.dst: shard for e in entries}
+        total += writer.nbytes
+    return weight_map, total
+
+
+def write_index(path: Path, weight_map: dict[str, str], total_size: int, total_parameters: int) -> None:
+    """The index transformers writes (paddlenlp reads only ``weight_map``)."""
+    metadata = {"total_parameters": total_parameters, "total_size": total_size}
+    index = {"metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
+    Path(path).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def count_parameters(entry_lists) -> int:
+    return sum(math.prod(entry.shape) for entries in entry_lists for entry in entries)
+
+
+def hf_config_from_paddle(raw: dict, cls: type) -> dict:
+    """A transformers config.json dict from a paddlenlp one: paddle-only switches dropped, dtype -> torch_dtype."""
+    config = {k: v for k, v in raw.items() if k not in _PADDLE_ONLY_KEYS}
+    config |= {"architectures": [cls.__name__], "model_type": cls.config_class.model_type}
+    config["torch_dtype"] = raw.get("dtype") or "float32"
+    return dict(sorted(config.items()))
+
+
+def _convert(
+    src: Path,
+    dst: Path,
+    checkpoint: Checkpoint,
+    plan: dict[str, list[Entry]],
+    write_config: Callable[[Path], None],
+    metadata: dict[str, str],
+    progress: bool,
+) -> Path:
+    """Write a validated plan into a temporary directory that replaces ``dst`` only once complete."""
+    with atomic_directory(dst) as tmp:
+        copy_extra_files(src, tmp)
+        write_config(tmp)
+        weight_map, total = write_shards(checkpoint, plan, tmp, metadata, progress)
+        if checkpoint.sharded:
+            write_index(tmp / SAFE_INDEX_NAME, weight_map, total, count_parameters(plan.values()))
+    return dst
+
+
+def convert_hf_to_paddle(src: str | Path, dst: str | Path, model: str | None = None, progress: bool = False) -> Path:
+    """HF directory (config.json + safetensors, single or sharded) -> Paddle checkpoint loadable by
+    ``<Model>ForCausalLM.from_pretrained(dst)``. Shards keep the input's file names and split."""
+    src, dst = Path(src), Path(dst)
+    raw = normalise_hf_config(read_json(src / CONFIG_NAME))
+    cls = resolve_model(model or raw.get("model_type"))
+    config = build_config(cls, raw)
+    expected = expected_shapes(cls, config)
+    pairs = name_pairs(cls, config, expected)
+    checkpoint = scan_checkpoint(src)
+    plan = plan_shards(checkpoint, pairs, expected)
+    return _convert(src, dst, checkpoint, plan, config.save_pretrained, {"format": "np"}, progress)
+
+
+def convert_paddle_to_hf(src: str | Path, dst: str | Path, model: str | None = None, progress: bool = False) -> Path:
+    """Paddle checkpoint (as written by ``convert_hf_to_paddle`` or paddlenlp) -> HF directory for transformers."""
+    src, dst = Path(src), Path(dst)
+    raw = read_json(src / CONFIG_NAME)
+    cls = resolve_model(model or raw.get("model_type"))
+    config = build_config(cls, raw)
+    expected = expected_shapes(cls, config)
+    pairs = [(pd, hf, t) for hf, pd, t in name_pairs(cls, config, expected)]
+    out_shapes = {hf: expected[pd][::-1] if t else expected[pd] for pd, hf, t in pairs}
+    checkpoint = scan_checkpoint(src)
+    plan = plan_shards(checkpoint, pairs, out_shapes)
+
+    def write_config(directory: Path) -> None:
+        text = json.dumps(hf_config_from_paddle(raw, cls), indent=2, sort_keys=True) + "\n"
+        (directory / CONFIG_NAME).write_text(text)
+
+    return _convert(src, dst, checkpoint, plan, write_config, {"format": "pt"}, progress)
