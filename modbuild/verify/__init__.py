@@ -34,6 +34,24 @@ def _run(root: Path, model: str, check: str) -> Record:
     raise ValueError(f"unknown check '{check}' (one of {CHECKS})")
 
 
+def verify(model: str, check: str, modeling=None, root: Path | None = None) -> Record:
+    """Run one check and, when it fails, trace the first diverging layer; `modeling` substitutes the
+    generated module (the mutation tests pass a deliberately broken copy)."""
+    if modeling is None:
+        record = _run(root, model, check)
+    elif check == "hf":
+        from modbuild.verify.hf_check import check_hf
+
+        record = check_hf(model, modeling)
+    else:
+        raise ValueError("a substitute module can be checked against hf only")
+    if check in ("hf", "paddlenlp") and not record.passed and not record.error:
+        from modbuild.verify.trace import first_divergence
+
+        record.trace = first_divergence(model, check, modeling)
+    return record
+
+
 def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | None = None, trace: bool = False) -> bool:
     """Run one check, store it in reports/, print a one-line verdict; True if it passed."""
     from modbuild.verify.report import save

@@ -21,7 +21,7 @@ from modbuild.verify.record import Record
 from modbuild.verify.specs import TINY, generated, left_padded_batch, spec
 from modbuild.weights import convert_hf_to_paddle
 
-BOUNDS = {"logits": 1e-4, "loss": 1e-5, "grads_rel": 1e-4, "decode_mismatch": 0.0}
+BOUNDS = {"logits": 1e-4, "loss": 1e-5, "grads_rel": 1e-4, "decode_mismatch": 0.0, "missing_params": 0.0}
 
 
 def hf_model(model: str, **config) -> torch.nn.Module:
@@ -38,11 +38,12 @@ def hf_model(model: str, **config) -> torch.nn.Module:
     return net
 
 
-def load_converted(net: torch.nn.Module, model: str, workdir: Path) -> paddle.nn.Layer:
-    """Save HF weights as safetensors, convert them, and load the result into the generated model."""
+def load_converted(net: torch.nn.Module, model: str, workdir: Path, modeling=None) -> paddle.nn.Layer:
+    """Save HF weights as safetensors, convert them, and load the result into the generated model
+    (or into `modeling`, a substitute module such as a deliberately broken copy)."""
     net.save_pretrained(workdir / "hf", safe_serialization=True)
     convert_hf_to_paddle(workdir / "hf", workdir / "paddle", model=model)
-    modeling, _ = generated(model)
+    modeling = modeling or generated(model)[0]
     ours = getattr(modeling, f"{spec(model).camel}ForCausalLM").from_pretrained(workdir / "paddle", dtype="float32")
     ours.eval()
     return ours
@@ -63,15 +64,21 @@ def compare(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record) -> None
     real = batch["attention_mask"].astype(bool)
     record.metrics["logits"] = max_abs(mine.logits[real], logits[real])
     record.metrics["loss"] = abs(mine.loss - loss)
-    worst, worst_name = 0.0, ""
+    worst, worst_name, missing = 0.0, "", []
     for mapping in type(ours)._get_name_mappings(ours.config):
+        if mapping.target_name not in mine.grads:
+            missing.append(mapping.target_name)
+            continue
         theirs = grads[mapping.source_name]
         theirs = theirs.T if mapping.action == "transpose" else theirs
         rel = max_rel(mine.grads[mapping.target_name], theirs)
         if rel >= worst:
             worst, worst_name = rel, mapping.target_name
     record.metrics["grads_rel"] = worst
+    record.metrics["missing_params"] = float(len(missing))
     record.notes.append(f"largest gradient error in {worst_name}")
+    if missing:
+        record.notes.append(f"parameters the HF model has and ours lacks: {missing[:4]}")
 
 
 def compare_decoding(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record, new_tokens: int = 8) -> None:
@@ -82,11 +89,11 @@ def compare_decoding(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record
     record.metrics["decode_mismatch"] = float(sum(a != b for a, b in zip(got, expected)) + abs(len(got) - len(expected)))
 
 
-def check_hf(model: str) -> Record:
+def check_hf(model: str, modeling=None) -> Record:
     record = Record(model, "hf", bounds=dict(BOUNDS))
     net = hf_model(model)
     with tempfile.TemporaryDirectory() as tmp:
-        ours = load_converted(net, model, Path(tmp))
+        ours = load_converted(net, model, Path(tmp), modeling)
     compare(ours, net, record)
     compare_decoding(ours, net, record)
     record.metrics["params"] = float(sum(p.numel() for p in net.parameters()))
