@@ -29,6 +29,7 @@ class OutUnit:
     key: tuple
     is_import: bool = False
     uid: int = field(default=0)
+    floating: bool = False  # a child-only definition: placed just before its first user
 
     @property
     def is_config(self) -> bool:
@@ -122,8 +123,9 @@ class Namespace:
                 out, last = merged
             else:
                 node = self._localise(unit.node)
-                key = self._replaced_key(unit.names) or (*last, unit.line)
-                out = self._new(unit.names, node, self._out(unit.deps), key)
+                replaced = self._replaced_key(unit.names)
+                out = self._new(unit.names, node, self._out(unit.deps), replaced or (*last, unit.line))
+                out.floating = replaced is None and bool(self.parents)
             units.append(out)
             roots.append(out)
         for stmt, deps, line in self.child.loose:

@@ -28,6 +28,10 @@ def order(units: Iterable[OutUnit]) -> list[OutUnit]:
     for unit in units:
         graph.add_edges_from((by_name[d].uid, unit.uid) for d in unit.eager if d in by_name and by_name[d] is not unit)
     keys = {u.uid: (u.key, u.uid) for u in units}
+    for unit in units:  # a child's new helper goes right before the first definition that uses it
+        users = [keys[u.uid] for u in units if u is not unit and set(unit.names) & u.deps]
+        if unit.floating and users and min(users) < keys[unit.uid]:
+            keys[unit.uid] = (min(users)[0], -1, unit.uid)
     lookup = {u.uid: u for u in units}
     return [lookup[uid] for uid in nx.lexicographical_topological_sort(graph, key=keys.__getitem__)]
 

@@ -111,7 +111,11 @@ class ClassMerger:
         for mem in child:
             if mem.key in used or is_removal(mem.node) or m.matches(mem.node, m.SimpleStatementLine([m.Pass()])):
                 continue
-            out.append(self._member(mem, None, inherited))
+            new = self._member(mem, None, inherited)
+            if mem.key == "__doc__":
+                out.insert(0, new)  # a docstring the parent lacked still comes first
+            else:
+                out.append(new)
         return out
 
     def _member(self, child: Member, parent: Member | None, inherited: dict[str, Member]) -> Member:

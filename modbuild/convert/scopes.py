@@ -51,6 +51,22 @@ def _outer_names(stmt: ast.stmt) -> set[str]:
     return found
 
 
+def _annotation_names(stmt: ast.stmt) -> set[str]:
+    """Names in annotations: under `from __future__ import annotations` symtable does not see them, but
+    the emitted code still needs their imports."""
+    found = set()
+    for node in ast.walk(stmt):
+        annotations = []
+        if isinstance(node, ast.arg) and node.annotation:
+            annotations.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns:
+            annotations.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            annotations.append(node.annotation)
+        found.update(n.id for a in annotations for n in ast.walk(a) if isinstance(n, ast.Name))
+    return found
+
+
 def _table_reads(table: symtable.SymbolTable) -> set[str]:
     """Global reads inside a scope and every scope nested in it."""
     reads = {s.get_name() for s in table.get_symbols() if s.is_referenced() and s.is_global()}
@@ -81,7 +97,7 @@ def statement_reads(code: str, filename: str) -> list[Reads]:
         nested = _tables_in(top, start, end)
         reads = Reads(line=stmt.lineno)
         reads.eager = _outer_names(stmt)
-        reads.all = set(reads.eager).union(*(_table_reads(t) for t in nested))
+        reads.all = set(reads.eager).union(*(_table_reads(t) for t in nested)) | _annotation_names(stmt)
         if isinstance(stmt, ast.ClassDef):
             cls = next((t for t in nested if t.get_type() == "class" and t.get_name() == stmt.name), None)
             reads.eager |= _table_reads_outside_functions(cls) if cls else set()
@@ -89,7 +105,8 @@ def statement_reads(code: str, filename: str) -> list[Reads]:
             for member in stmt.body:
                 m_start, m_end = _span(member)
                 inner = _tables_in(cls, m_start, m_end) if cls else []
-                reads.members.append((_outer_names(member) - local).union(*(_table_reads(t) for t in inner)))
+                own = (_outer_names(member) - local) | _annotation_names(member)
+                reads.members.append(own.union(*(_table_reads(t) for t in inner)))
                 reads.member_lines.append(member.lineno)
         out.append(reads)
     return out

@@ -270,8 +270,8 @@ def _return_as_assignment(body: list[cst.BaseStatement], target, error: ConvertE
     value = last.body[0].value
     if value is None:
         raise error
-    if m.matches(target, m.Name()) and m.matches(value, m.Name(target.value)):
-        return rest  # `x = super().f()` where the parent ends with `return x`
+    if _code(target) == _code(value).strip("()"):
+        return rest  # `x = super().f()` where the parent ends with `return x` (or `a, b` / `return a, b`)
     return [*rest, cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(target)], value)])]
 
 

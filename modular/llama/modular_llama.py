@@ -215,15 +215,22 @@ def apply_rotary_pos_emb(
     return (q * cos) + (rotate_half(q) * sin), (k * cos) + (rotate_half(k) * sin)
 
 
+def get_activation(name: str) -> Callable[[paddle.Tensor], paddle.Tensor]:
+    """An HF activation by name: paddlenlp's ``ACT2FN`` lacks "gelu_pytorch_tanh" (GeLU, tanh approximation)."""
+    return nn.GELU(approximate=True) if name == "gelu_pytorch_tanh" else ACT2FN[name]
+
+
 class LlamaMLP(nn.Layer):
-    def __init__(self, config: LlamaConfig):
+    def __init__(self, config: LlamaConfig, intermediate_size: int | None = None, plan_prefix: str = "layers.*.mlp"):
+        """``intermediate_size`` and the TP plan entries under ``plan_prefix`` default to the dense MLP's; MoE
+        children build their experts with their own (``"layers.*.mlp.experts.*"``)."""
         super().__init__()
         plan = config.base_model_tp_plan
-        hidden, inter, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
-        self.gate_proj = build_linear(hidden, inter, config, plan.get("layers.*.mlp.gate_proj"), bias=bias)
-        self.up_proj = build_linear(hidden, inter, config, plan.get("layers.*.mlp.up_proj"), bias=bias)
-        self.down_proj = build_linear(inter, hidden, config, plan.get("layers.*.mlp.down_proj"), bias=bias)
-        self.act_fn = ACT2FN[config.hidden_act]
+        hidden, inter, bias = config.hidden_size, intermediate_size or config.intermediate_size, config.mlp_bias
+        self.gate_proj = build_linear(hidden, inter, config, plan.get(f"{plan_prefix}.gate_proj"), bias=bias)
+        self.up_proj = build_linear(hidden, inter, config, plan.get(f"{plan_prefix}.up_proj"), bias=bias)
+        self.down_proj = build_linear(inter, hidden, config, plan.get(f"{plan_prefix}.down_proj"), bias=bias)
+        self.act_fn = get_activation(config.hidden_act)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
@@ -334,11 +341,34 @@ class LlamaAttention(nn.Layer):
         self.sliding_window = None
 
         plan, bias = config.base_model_tp_plan, config.attention_bias
-        q_dim, kv_dim = config.num_attention_heads * self.head_dim, config.num_key_value_heads * self.head_dim
+        # Sizes are spelled out per projection (no shared locals), so a child can rebuild any one of them.
+        q_dim = config.num_attention_heads * self.head_dim
         self.q_proj = build_linear(config.hidden_size, q_dim, config, plan.get("layers.*.self_attn.q_proj"), bias)
-        self.k_proj = build_linear(config.hidden_size, kv_dim, config, plan.get("layers.*.self_attn.k_proj"), bias)
-        self.v_proj = build_linear(config.hidden_size, kv_dim, config, plan.get("layers.*.self_attn.v_proj"), bias)
+        self.k_proj = build_linear(
+            config.hidden_size,
+            config.num_key_value_heads * self.head_dim,
+            config,
+            plan.get("layers.*.self_attn.k_proj"),
+            bias,
+        )
+        self.v_proj = build_linear(
+            config.hidden_size,
+            config.num_key_value_heads * self.head_dim,
+            config,
+            plan.get("layers.*.self_attn.v_proj"),
+            bias,
+        )
         self.o_proj = build_linear(q_dim, config.hidden_size, config, plan.get("layers.*.self_attn.o_proj"), bias)
+
+    def project_qkv(
+        self, hidden_states: paddle.Tensor, hidden_shape: list[int]
+    ) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
+        """Per-head q, k, v [batch, seq, heads, head_dim], before RoPE (children normalise q/k heads here)."""
+        return (
+            self.q_proj(hidden_states).reshape(hidden_shape),
+            self.k_proj(hidden_states).reshape(hidden_shape),
+            self.v_proj(hidden_states).reshape(hidden_shape),
+        )
 
     def forward(
         self,
@@ -351,9 +381,7 @@ class LlamaAttention(nn.Layer):
         cos, sin = position_embeddings
         # Batch and sequence come from the positions: under sequence parallelism hidden_states is [b*s/tp, h].
         hidden_shape = [*cos.shape[:2], -1, self.head_dim]
-        query_states = self.q_proj(hidden_states).reshape(hidden_shape)
-        key_states = self.k_proj(hidden_states).reshape(hidden_shape)
-        value_states = self.v_proj(hidden_states).reshape(hidden_shape)
+        query_states, key_states, value_states = self.project_qkv(hidden_states, hidden_shape)
         query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
 
         if past_key_value is not None:
@@ -425,8 +453,8 @@ class LlamaPretrainedModel(PretrainedModel):
     _tp_plan: ClassVar[dict[str, str]] = {}
 
     @classmethod
-    def _layer_param_actions(cls, config: LlamaConfig) -> dict[str, str | None]:
-        """One decoder layer's parameters (HF names after ``layers.N.``) -> conversion action from HF."""
+    def _layer_param_actions(cls, config: LlamaConfig, layer_idx: int) -> dict[str, str | None]:
+        """Decoder layer ``layer_idx``'s parameters (HF names after ``layers.N.``) -> conversion action from HF."""
         actions = {f"self_attn.{p}_proj.weight": "transpose" for p in "qkvo"}
         actions |= {f"mlp.{p}_proj.weight": "transpose" for p in ("gate", "up", "down")}
         actions |= {"input_layernorm.weight": None, "post_attention_layernorm.weight": None}
@@ -441,7 +469,7 @@ class LlamaPretrainedModel(PretrainedModel):
         """Every base-model parameter name (no prefix) -> conversion action from HF."""
         actions = {"embed_tokens.weight": None, "norm.weight": None}
         for i in range(config.num_hidden_layers):
-            actions |= {f"layers.{i}.{name}": a for name, a in cls._layer_param_actions(config).items()}
+            actions |= {f"layers.{i}.{name}": a for name, a in cls._layer_param_actions(config, i).items()}
         return actions
 
     @classmethod
@@ -490,6 +518,10 @@ class LlamaModel(LlamaPretrainedModel):
     def set_input_embeddings(self, value: nn.Layer) -> None:
         self.embed_tokens = value
 
+    def input_embeddings(self, input_ids: paddle.Tensor | None, inputs_embeds: paddle.Tensor | None) -> paddle.Tensor:
+        """The hidden states entering the first layer (children may scale them, as Gemma does)."""
+        return self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+
     @staticmethod
     def _default_position_ids(
         attention_mask: paddle.Tensor | None, batch_size: int, seq_length: int, past_length: int
@@ -526,8 +558,7 @@ class LlamaModel(LlamaPretrainedModel):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         use_cache = self.config.use_cache if use_cache is None else use_cache
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
+        inputs_embeds = self.input_embeddings(input_ids, inputs_embeds)
 
         batch_size, seq_length = inputs_embeds.shape[:2]
         past_length = past_key_values[0][0].shape[1] if past_key_values else 0

@@ -22,6 +22,8 @@ class Qwen2Config(LlamaConfig):
         num_attention_heads: int = 32,
         num_key_value_heads: int | None = 32,
         max_position_embeddings: int = 32768,
+        bos_token_id: int | None = None,
+        eos_token_id: int | None = None,
         use_sliding_window: bool = False,
         sliding_window: int | None = 4096,
         max_window_layers: int = 28,
@@ -36,6 +38,8 @@ class Qwen2Config(LlamaConfig):
             num_attention_heads=num_attention_heads,
             num_key_value_heads=num_key_value_heads,
             max_position_embeddings=max_position_embeddings,
+            bos_token_id=bos_token_id,
+            eos_token_id=eos_token_id,
             **super_kwargs,
         )
         self.use_sliding_window = use_sliding_window
@@ -76,8 +80,8 @@ class Qwen2Attention(LlamaAttention):
 
 class Qwen2PretrainedModel(LlamaPretrainedModel):
     @classmethod
-    def _layer_param_actions(cls, config: Qwen2Config) -> dict[str, str | None]:
-        actions = super()._layer_param_actions(config)
+    def _layer_param_actions(cls, config: Qwen2Config, layer_idx: int) -> dict[str, str | None]:
+        actions = super()._layer_param_actions(config, layer_idx)
         return actions | {f"self_attn.{p}_proj.bias": None for p in "qkv"}
 
 
