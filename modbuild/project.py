@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -61,9 +60,7 @@ class Project:
         """Models whose output includes `configuration_<m>.py`: they or an ancestor define a *Config class."""
         found: set[str] = set()
         for model in self.build_order():
-            tree = ast.parse(self.modular_file(model).read_text())
-            own = any(isinstance(n, ast.ClassDef) and n.name.endswith("Config") for n in tree.body)
-            if own or any(p in found for p in self.graph.predecessors(model)):
+            if self.models[model].defines_config or any(p in found for p in self.graph.predecessors(model)):
                 found.add(model)
         return found
 
@@ -72,6 +69,15 @@ class Project:
 
     def outputs(self, model: str) -> list[Path]:
         """Every file `convert:<model>` writes."""
-        kinds = ["modeling", "configuration"] if self.has_config(model) else ["modeling"]
-        # the paths of Layout.output_file, spelled out so that loading tasks does not import the converter
-        return [self.generated / model / "__init__.py"] + [self.generated / model / f"{k}_{model}.py" for k in kinds]
+        return list(self._outputs[model])
+
+    @cached_property
+    def _outputs(self) -> dict[str, list[Path]]:
+        # computed once: task creation asks for every model's outputs and for each of its parents' again
+        out = {}
+        for model in self.models:
+            kinds = ["modeling", "configuration"] if self.has_config(model) else ["modeling"]
+            # the paths of Layout.output_file, spelled out so that loading tasks does not import the converter
+            out[model] = [self.generated / model / "__init__.py"]
+            out[model] += [self.generated / model / f"{k}_{model}.py" for k in kinds]
+        return out

@@ -214,7 +214,9 @@ def verify_tasks(project: Project, model: str = "", atol: float = 0.0, rtol: flo
 
 
 def _stop(signum, frame):
-    # doit saves its dep DB on KeyboardInterrupt but not when killed by SIGTERM.
+    # doit saves its dep DB on KeyboardInterrupt but not when killed by SIGTERM. A second SIGTERM is
+    # ignored, so that it cannot cut short that save (the JSON DB is truncated, then rewritten).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 # A dodo.py for a tree: the same wiring as the repository's dodo.py, minus `verify` (needs paddle).
-DODO = '''\
+DODO = """\
 from pathlib import Path
 
 from modbuild.tasks import dodo_namespace
 
 globals().update(dodo_namespace(Path(__file__).resolve().parent, verify=False))
-'''
+"""
 
 BASE = '''\
 """The root model of the synthetic family."""
@@ -61,7 +64,7 @@ class BaseModel:
         return self.mlp.forward(self.attn.forward(x))
 '''
 
-CHILD1 = '''\
+CHILD1 = """\
 from generated.base.configuration_base import BaseConfig
 from generated.base.modeling_base import BaseMLP, BaseModel, base_helper
 
@@ -77,9 +80,9 @@ class Child1MLP(BaseMLP):
 
 class Child1Model(BaseModel):
     pass
-'''
+"""
 
-GRAND = '''\
+GRAND = """\
 from generated.child1.configuration_child1 import Child1Config
 from generated.child1.modeling_child1 import Child1Attention, Child1Model
 
@@ -95,10 +98,10 @@ class GrandAttention(Child1Attention):
 
 class GrandModel(Child1Model):
     pass
-'''
+"""
 
 # relative import form, and no Config class of its own: it inherits base's through BaseModel
-CHILD2 = '''\
+CHILD2 = """\
 from ..base.modeling_base import BaseAttention, BaseModel
 
 
@@ -109,13 +112,13 @@ class Child2Attention(BaseAttention):
 
 class Child2Model(BaseModel):
     pass
-'''
+"""
 
-SOLO = '''\
+SOLO = """\
 class SoloModel:
     def forward(self, x):
         return -x
-'''
+"""
 
 # base -> child1 -> grand, base -> child2; solo is a second, unrelated root
 FAMILY = {"base": BASE, "child1": CHILD1, "grand": GRAND, "child2": CHILD2, "solo": SOLO}
@@ -141,12 +144,35 @@ def write_modular(root: Path, name: str, text: str) -> Path:
 
 
 DOIT = [sys.executable, "-m", "doit"]
+_FROZEN: list[Path] = []
+
+
+def frozen_modbuild() -> Path:
+    """A copy of the modbuild package, taken once per process, for the doit subprocesses to import.
+
+    The converter's sources are file_dep of every model, so an edit to them (someone working in this
+    checkout) in the middle of a test would rebuild everything; the copy keeps the tests deterministic.
+    """
+    if not _FROZEN:
+        import modbuild
+
+        where = Path(tempfile.mkdtemp(prefix="modbuild-frozen-"))
+        atexit.register(shutil.rmtree, where, True)
+        shutil.copytree(
+            Path(modbuild.__file__).parent, where / "modbuild", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        _FROZEN.append(where)
+    return _FROZEN[0]
+
+
+def doit_env(extra: dict | None = None) -> dict:
+    path = os.pathsep.join(filter(None, [str(frozen_modbuild()), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **(extra or {})}
 
 
 def doit(root: Path, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     """`doit <args>` run in `root` (so doit finds root/dodo.py), output captured as text."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([*DOIT, *args], cwd=root, capture_output=True, text=True, env=full_env, timeout=timeout)
+    return subprocess.run([*DOIT, *args], cwd=root, capture_output=True, text=True, env=doit_env(env), timeout=timeout)
 
 
 def executed(stdout: str) -> list[str]:

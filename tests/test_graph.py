@@ -8,10 +8,10 @@ import sys
 
 import networkx as nx
 import pytest
+from synthetic import FAMILY, write_tree
 
 from modbuild.graph import GraphError, discover, layers, load, to_dot
 from modbuild.project import Project
-from synthetic import FAMILY, write_tree
 
 
 def stub(*imports: str) -> str:
@@ -80,6 +80,33 @@ def test_multiple_parents_and_import_forms(tmp_path):
     assert max(order.index(p) for p in "abc") < order.index("mix")
 
 
+NESTED = """\
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from generated.a.modeling_a import AMLP
+try:
+    from generated.b.modeling_b import BMLP
+except ImportError:
+    from generated.c.modeling_c import CMLP
+
+
+class XConfig:
+    def f(self):
+        import generated.d.modeling_d
+
+        return generated.d.modeling_d
+"""
+
+
+def test_imports_in_nested_blocks_make_edges(tmp_path):
+    write_tree(tmp_path, {"a": stub(), "b": stub(), "c": stub(), "d": stub(), "x": NESTED}, dodo=False)
+    models = discover(tmp_path / "modular")
+    lines = {parent: line for parent, (_, line) in models["x"].parents.items()}
+    assert lines == {"a": 4, "b": 6, "c": 8, "d": 13}
+    assert models["x"].defines_config and not models["a"].defines_config
+
+
 def test_non_model_imports_are_not_edges(tmp_path):
     write_tree(tmp_path, {"a": stub("import os", "from . import x", "from modbuild.nn import parallel")}, dodo=False)
     _, graph = load(tmp_path / "modular")
@@ -113,7 +140,9 @@ def test_cycle_is_named(tmp_path):
 
 
 def test_missing_model_names_path_and_line(tmp_path):
-    write_tree(tmp_path, {"a": stub("import math", "", "from generated.nope.modeling_nope import NopeMLP")}, dodo=False)
+    write_tree(
+        tmp_path, {"a": stub("import math", "", "from generated.nope.modeling_nope import NopeMLP")}, dodo=False
+    )
     with pytest.raises(GraphError) as info:
         load(tmp_path / "modular")
     assert str(info.value) == f"{tmp_path / 'modular' / 'a' / 'modular_a.py'}:3: imports unknown model 'nope'"
