@@ -132,3 +132,19 @@ def tensor_parallel_actions(
             if match and (style, match.group(1)) in _SPLIT_IS_COLUMN:
                 actions[name] = partial(fn, is_column=_SPLIT_IS_COLUMN[style, match.group(1)])
     return actions
+
+
+def sum_grads_over_ranks(layer: nn.Layer, config) -> None:
+    """A replicated layer applied to this rank's shard of heads (Qwen3's q/k norms) only sees part of its
+    gradient: sum it over the tensor-parallel group. A no-op without tensor parallelism."""
+    if not tensor_parallel_enabled(config):
+        return
+    group = fleet.get_hybrid_communicate_group().get_model_parallel_group()
+
+    def all_reduce(grad: paddle.Tensor) -> paddle.Tensor:
+        grad = grad.clone()
+        paddle.distributed.all_reduce(grad, group=group)
+        return grad
+
+    for param in layer.parameters():
+        param.register_hook(all_reduce)

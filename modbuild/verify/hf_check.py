@@ -57,6 +57,14 @@ def hf_run(net: torch.nn.Module, batch: dict[str, np.ndarray]):
     return out.logits.detach().numpy(), float(out.loss.item()), grads
 
 
+def _padding_rows(net: torch.nn.Module) -> dict[str, int]:
+    return {
+        f"{name}.weight": module.padding_idx
+        for name, module in net.named_modules()
+        if isinstance(module, torch.nn.Embedding) and module.padding_idx is not None
+    }
+
+
 def compare(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record) -> None:
     batch = left_padded_batch(TINY["vocab_size"])
     mine = run(ours, batch)
@@ -64,14 +72,21 @@ def compare(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record) -> None
     real = batch["attention_mask"].astype(bool)
     record.metrics["logits"] = max_abs(mine.logits[real], logits[real])
     record.metrics["loss"] = abs(mine.loss - loss)
+    params = dict(ours.named_parameters())
+    pad_rows = _padding_rows(net)
     worst, worst_name, missing = 0.0, "", []
     for mapping in type(ours)._get_name_mappings(ours.config):
-        if mapping.target_name not in mine.grads:
+        if mapping.target_name not in params:
             missing.append(mapping.target_name)
             continue
-        theirs = grads[mapping.source_name]
+        if mapping.source_name not in grads and mapping.target_name not in mine.grads:
+            continue  # an expert no token was routed to: no gradient on either side
+        theirs = grads.get(mapping.source_name, np.zeros(params[mapping.target_name].shape, "float32"))
         theirs = theirs.T if mapping.action == "transpose" else theirs
-        rel = max_rel(mine.grads[mapping.target_name], theirs)
+        own = mine.grads.get(mapping.target_name, np.zeros_like(theirs))
+        if mapping.source_name in pad_rows:  # HF's Embedding(padding_idx) never updates the pad row
+            own, theirs = np.delete(own, pad_rows[mapping.source_name], 0), np.delete(theirs, pad_rows[mapping.source_name], 0)
+        rel = max_rel(own, theirs)
         if rel >= worst:
             worst, worst_name = rel, mapping.target_name
     record.metrics["grads_rel"] = worst

@@ -25,6 +25,29 @@ def _logits(model: paddle.nn.Layer, batch: dict[str, np.ndarray]) -> np.ndarray:
     return out.logits.numpy()
 
 
+def build_pair(model: str, modeling=None) -> tuple[paddle.nn.Layer, paddle.nn.Layer]:
+    """Our model (std-0.2 weights) and PaddleNLP's, from the same config."""
+    sp = spec(model)
+    kwargs = {**TINY, **sp.config, **sp.paddlenlp_config}
+    modeling = modeling or generated(model)[0]
+    cls = getattr(modeling, f"{sp.camel}ForCausalLM")
+    ours = cls(cls.config_class(**kwargs))
+    randomize(ours, norm_mean=sp.norm_mean)
+    ref_cls = getattr(reference_models, sp.paddlenlp_class)
+    return ours, ref_cls(ref_cls.config_class(**kwargs))
+
+
+def reference_state(ours: paddle.nn.Layer, reference: paddle.nn.Layer) -> dict:
+    """Our weights under the reference's names; a reference that keeps a tied lm_head gets the embedding."""
+    state = dict(ours.state_dict())
+    ref_state = reference.state_dict()
+    if "lm_head.weight" in ref_state and "lm_head.weight" not in state:
+        embed = next(v for k, v in state.items() if k.endswith("embed_tokens.weight"))
+        shape = list(ref_state["lm_head.weight"].shape)
+        state["lm_head.weight"] = embed if list(embed.shape) == shape else embed.T
+    return state
+
+
 def check_paddlenlp(model: str) -> Record:
     sp = spec(model)
     record = Record(model, "paddlenlp", bounds=dict(BOUNDS))
@@ -32,15 +55,10 @@ def check_paddlenlp(model: str) -> Record:
         record.notes.append(sp.paddlenlp_note or "PaddleNLP 3.0.0b4 has no usable hand-written model")
         record.bounds = {}
         return record
-    kwargs = {**TINY, **{k: v for k, v in sp.config.items() if k != "use_sliding_window"}}
     if sp.paddlenlp_note:
         record.notes.append(sp.paddlenlp_note)
-    modeling, configuration = generated(model)
-    ours = getattr(modeling, f"{sp.camel}ForCausalLM")(getattr(configuration, f"{sp.camel}Config")(**kwargs))
-    randomize(ours, norm_mean=sp.norm_mean)
-    ref_cls = getattr(reference_models, sp.paddlenlp_class)
-    reference = ref_cls(ref_cls.config_class(**kwargs))
-    state = ours.state_dict()
+    ours, reference = build_pair(model)
+    state = reference_state(ours, reference)
     missing = sorted(set(reference.state_dict()) ^ set(state))
     record.metrics["missing_keys"] = float(len(missing))
     if missing:

@@ -28,8 +28,12 @@ class ModelSpec:
     config: dict = field(default_factory=dict)  # on top of TINY, for both sides
     paddlenlp_class: str | None = None  # PaddleNLP's hand-written model, where one exists and works
     paddlenlp_note: str = ""
+    paddlenlp_config: dict = field(default_factory=dict)  # where the reference is known to differ
     norm_mean: float = 1.0  # where re-randomised norm weights are centred (0 for gemma's 1 + w)
 
+
+MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
+CPU_BROKEN = "PaddleNLP 3.0.0b4's {} fails its eager forward on CPU with paddle 3.3.1 (dtype promotion / broadcast)"
 
 SPECS = {
     s.model_type: s
@@ -42,7 +46,44 @@ SPECS = {
             {"use_sliding_window": True, "sliding_window": 6, "max_window_layers": 1},
             paddlenlp_class="Qwen2ForCausalLM",
             paddlenlp_note="PaddleNLP's Qwen2 ignores the sliding window: compared with the window off",
+            paddlenlp_config={"use_sliding_window": False},
         ),
+        ModelSpec(
+            "mistral",
+            "Mistral",
+            "MistralForCausalLM",
+            {"sliding_window": 6},
+            paddlenlp_class="MistralForCausalLM",
+            paddlenlp_note="PaddleNLP's Mistral disagrees with HF once the window is active (5.3 on logits at window 6): "
+            "compared with a window longer than the batch",
+            paddlenlp_config={"sliding_window": 4096},
+        ),
+        ModelSpec(
+            "gemma",
+            "Gemma",
+            "GemmaForCausalLM",
+            {"head_dim": 32},
+            paddlenlp_class="GemmaForCausalLM",
+            paddlenlp_note="PaddleNLP's Gemma MLP uses exact GeLU where HF uses the tanh approximation: compared with hidden_act='gelu'",
+            paddlenlp_config={"hidden_act": "gelu"},
+            norm_mean=0.0,
+        ),
+        ModelSpec("qwen3", "Qwen3", "Qwen3ForCausalLM", {"head_dim": 32}),
+        ModelSpec(
+            "qwen2_moe",
+            "Qwen2Moe",
+            "Qwen2MoeForCausalLM",
+            {**MOE, "shared_expert_intermediate_size": 48},
+            paddlenlp_note=CPU_BROKEN.format("Qwen2MoeForCausalLM"),
+        ),
+        ModelSpec(
+            "mixtral",
+            "Mixtral",
+            "MixtralForCausalLM",
+            {"num_local_experts": 4, "num_experts_per_tok": 2},
+            paddlenlp_note=CPU_BROKEN.format("MixtralForCausalLM"),
+        ),
+        ModelSpec("qwen3_moe", "Qwen3Moe", "Qwen3MoeForCausalLM", {**MOE, "norm_topk_prob": True, "head_dim": 32}),
     ]
 }
 

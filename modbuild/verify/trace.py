@@ -112,19 +112,10 @@ def _trace_hf(model: str, modeling, bound: float) -> list[dict]:
 
 
 def _trace_paddlenlp(model: str, modeling, bound: float) -> list[dict]:
-    import paddlenlp.transformers as reference_models
+    from modbuild.verify.paddlenlp_check import build_pair, reference_state
 
-    from modbuild.verify.paddle_run import randomize
-
-    sp = spec(model)
-    modeling = modeling or generated(model)[0]
-    kwargs = {**TINY, **{k: v for k, v in sp.config.items() if k != "use_sliding_window"}}
-    cls = getattr(modeling, f"{sp.camel}ForCausalLM")
-    ours = cls(cls.config_class(**kwargs))
-    randomize(ours, norm_mean=sp.norm_mean)
-    ref_cls = getattr(reference_models, sp.paddlenlp_class)
-    reference = ref_cls(ref_cls.config_class(**kwargs))
-    reference.set_state_dict(ours.state_dict())
+    ours, reference = build_pair(model, modeling)
+    reference.set_state_dict(reference_state(ours, reference))
     names = {n for n, _ in ours.named_sublayers()} & {n for n, _ in reference.named_sublayers()}
     pairs = {n: n for n in names}
     batch = left_padded_batch(TINY["vocab_size"])

@@ -10,7 +10,7 @@ from generated.qwen2.modeling_qwen2 import (
     Qwen2PretrainedModel,
     Qwen2RMSNorm,
 )
-from modbuild.nn.parallel import build_linear
+from modbuild.nn.parallel import build_linear, sum_grads_over_ranks
 
 
 class Qwen3Config(Qwen2Config):
@@ -47,6 +47,9 @@ class Qwen3Attention(Qwen2Attention):
         )
         self.q_norm = Qwen2RMSNorm(self.head_dim, eps=config.rms_norm_eps)
         self.k_norm = Qwen2RMSNorm(self.head_dim, eps=config.rms_norm_eps)
+        # Each rank normalises only its own heads with these shared weights.
+        sum_grads_over_ranks(self.q_norm, config)
+        sum_grads_over_ranks(self.k_norm, config)
 
     def project_qkv(
         self, hidden_states: paddle.Tensor, hidden_shape: list[int]
