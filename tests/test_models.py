@@ -356,3 +356,18 @@ def test_tensor_parallel_mappings_follow_plan(modules, model):
         assert list(actions[name](np.zeros(full, dtype="float32")).shape) == split, name
     # Routers (and norms) stay replicated so that every rank routes alike.
     assert not any(name.endswith(("mlp.gate.weight", "shared_expert_gate.weight", "norm.weight")) for name in actions)
+
+
+def test_lookup_by_model_type_and_autoconfig_registration(tmp_path):
+    from modbuild.models import UnknownModel, causal_lm_class, config_class, register_configs
+
+    for model in MODELS:
+        assert causal_lm_class(model).__name__ == f"{PREFIXES[model]}ForCausalLM"
+    with pytest.raises(UnknownModel, match="unknown model_type 'nope'"):
+        causal_lm_class("nope")
+    registered = register_configs()
+    assert {"qwen3", "qwen3_moe"} <= set(registered)  # paddlenlp 3.0.0b4 has no Qwen3 of its own
+    from paddlenlp.transformers import AutoConfig
+
+    config_class("qwen3")(**TINY).save_pretrained(tmp_path)
+    assert type(AutoConfig.from_pretrained(tmp_path)).__name__ == "Qwen3Config"

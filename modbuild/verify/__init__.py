@@ -70,7 +70,10 @@ def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | Non
         record.trace = first_divergence(model, check)
     save(root, record)
     metrics = ", ".join(f"{k}={v:.2e}" for k, v in record.metrics.items() if k in record.bounds)
-    verdict = "ok" if record.passed else "FAILED: " + "; ".join(record.failures() or [record.error])
+    if not record.applicable:
+        verdict = "not applicable: " + "; ".join(record.notes)
+    else:
+        verdict = "ok" if record.passed else "FAILED: " + "; ".join(record.failures() or [record.error])
     print(f"verify:{model}:{check}: {verdict} ({metrics})", file=sys.stderr if not record.passed else sys.stdout)
     for step in record.trace if (trace or not record.passed) else ():
         print(f"  {step}")

@@ -16,6 +16,11 @@ class Record:
     error: str = ""
 
     @property
+    def applicable(self) -> bool:
+        """False when there is nothing to compare against (no reference model here); never counted as a pass."""
+        return bool(self.bounds) or bool(self.error)
+
+    @property
     def passed(self) -> bool:
         if self.error:
             return False
@@ -25,4 +30,4 @@ class Record:
         return [f"{k} = {self.metrics.get(k)!r} > {b}" for k, b in self.bounds.items() if not self.metrics.get(k, float("inf")) <= b]
 
     def to_json(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
+        return {**asdict(self), "passed": self.passed, "applicable": self.applicable}

@@ -40,6 +40,12 @@ def _fmt(value) -> str:
     return "-" if value is None else f"{value:.1e}" if isinstance(value, float) else str(value)
 
 
+def _status(record: dict) -> str:
+    if not record.get("applicable", True):
+        return "n/a"
+    return "ok" if record["passed"] else "FAIL"
+
+
 def markdown(records: list[dict]) -> str:
     by_model: dict[str, dict[str, dict]] = {}
     for rec in records:
@@ -58,7 +64,7 @@ def markdown(records: list[dict]) -> str:
         p, t = checks.get("paddlenlp", {}).get("metrics", {}), checks.get("tp2", {}).get("metrics", {})
         modular = max((m.get(k, 0.0) for k in ("logits", "loss", "grads")), default=None) if m else None
         decode = None if "decode_mismatch" not in h else ("same" if not h["decode_mismatch"] else "differs")
-        status = ", ".join(f"{c} {'ok' if r['passed'] else 'FAIL'}" for c, r in sorted(checks.items()))
+        status = ", ".join(f"{c} {_status(r)}" for c, r in sorted(checks.items()))
         params = int(m.get("params") or h.get("params") or 0) or None
         cells = [model, params, modular, h.get("logits"), h.get("loss"), h.get("grads_rel"), decode,
                  p.get("logits"), t.get("logits"), t.get("grads_rel"), status]

@@ -33,7 +33,6 @@ class ModelSpec:
 
 
 MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
-CPU_BROKEN = "PaddleNLP 3.0.0b4's {} fails its eager forward on CPU with paddle 3.3.1 (dtype promotion / broadcast)"
 
 SPECS = {
     s.model_type: s
@@ -74,14 +73,14 @@ SPECS = {
             "Qwen2Moe",
             "Qwen2MoeForCausalLM",
             {**MOE, "shared_expert_intermediate_size": 48},
-            paddlenlp_note=CPU_BROKEN.format("Qwen2MoeForCausalLM"),
+            paddlenlp_class="Qwen2MoeForCausalLM",
         ),
         ModelSpec(
             "mixtral",
             "Mixtral",
             "MixtralForCausalLM",
             {"num_local_experts": 4, "num_experts_per_tok": 2},
-            paddlenlp_note=CPU_BROKEN.format("MixtralForCausalLM"),
+            paddlenlp_class="MixtralForCausalLM",
         ),
         ModelSpec("qwen3_moe", "Qwen3Moe", "Qwen3MoeForCausalLM", {**MOE, "norm_topk_prob": True, "head_dim": 32}),
     ]

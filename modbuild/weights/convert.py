@@ -8,7 +8,6 @@ before the first byte is written, and the output is built in a temporary directo
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import math
@@ -23,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from modbuild.atomic import atomic_directory
+from modbuild.models import UnknownModel, causal_lm_class
 from modbuild.weights.hf import (
     CONFIG_NAME,
     SAFE_INDEX_NAME,
@@ -87,32 +87,12 @@ class Entry:
     shape: tuple[int, ...]  # output shape
 
 
-def known_models() -> list[str]:
-    import generated
-
-    root = Path(generated.__file__).parent
-    return sorted(p.parent.name for p in root.glob("*/modeling_*.py") if p.stem == f"modeling_{p.parent.name}")
-
-
 def resolve_model(model_type: str | None) -> type:
-    """The ``*ForCausalLM`` class of ``generated.<model_type>.modeling_<model_type>``."""
-    module_name = f"generated.{model_type}.modeling_{model_type}"
-    if not isinstance(model_type, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", model_type):
-        raise WeightsError(f"unknown model_type {model_type!r}; known: {', '.join(known_models())}")
+    """The generated ``*ForCausalLM`` class for a ``model_type``."""
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not module_name.startswith(exc.name):
-            raise  # a missing dependency inside an existing model is not an unknown model_type
-        raise WeightsError(f"unknown model_type {model_type!r}; known: {', '.join(known_models())}") from None
-    classes = [
-        obj
-        for name, obj in vars(module).items()
-        if isinstance(obj, type) and name.endswith("ForCausalLM") and obj.__module__ == module.__name__
-    ]
-    if len(classes) != 1:
-        raise WeightsError(f"{module_name} defines {len(classes)} *ForCausalLM classes, expected one")
-    return classes[0]
+        return causal_lm_class(model_type)
+    except UnknownModel as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def build_config(cls: type, raw: dict, **overrides):

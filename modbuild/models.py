@@ -1,0 +1,76 @@
+"""Look generated models up by `model_type`, as paddlenlp's Auto classes do for their own models.
+
+paddlenlp 3.0.0b4's `AutoConfig` has a `register` hook, which `register_configs` uses; its
+`AutoModelForCausalLM` has none (only a fixed mapping inside paddlenlp), so the model lookup is here:
+
+    from modbuild.models import from_pretrained
+    model = from_pretrained("checkpoints/qwen2")      # picks Qwen2ForCausalLM from config.json
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from pathlib import Path
+
+import generated
+
+
+class UnknownModel(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def known_models() -> list[str]:
+    root = Path(generated.__file__).parent
+    return sorted(p.parent.name for p in root.glob("*/modeling_*.py") if p.stem == f"modeling_{p.parent.name}")
+
+
+def _module(model_type: str, kind: str):
+    name = f"generated.{model_type}.{kind}_{model_type}"
+    if not isinstance(model_type, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", model_type):
+        raise UnknownModel(f"unknown model_type {model_type!r}; known: {', '.join(known_models())}")
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not name.startswith(exc.name):
+            raise  # a missing dependency inside an existing model is not an unknown model_type
+        raise UnknownModel(f"unknown model_type {model_type!r}; known: {', '.join(known_models())}") from None
+
+
+def causal_lm_class(model_type: str) -> type:
+    """The `*ForCausalLM` class of `generated.<model_type>.modeling_<model_type>`."""
+    module = _module(model_type, "modeling")
+    classes = [
+        obj
+        for name, obj in vars(module).items()
+        if isinstance(obj, type) and name.endswith("ForCausalLM") and obj.__module__ == module.__name__
+    ]
+    if len(classes) != 1:
+        raise UnknownModel(f"{module.__name__} defines {len(classes)} *ForCausalLM classes, expected one")
+    return classes[0]
+
+
+def config_class(model_type: str) -> type:
+    return causal_lm_class(model_type).config_class
+
+
+def from_pretrained(path: str | Path, **kwargs):
+    """Load a Paddle checkpoint directory with the generated model its config.json names."""
+    model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    return causal_lm_class(model_type).from_pretrained(path, **kwargs)
+
+
+def register_configs() -> list[str]:
+    """Make paddlenlp's `AutoConfig` know every generated config (models it already knows are left alone)."""
+    from paddlenlp.transformers import AutoConfig
+
+    registered = []
+    for model_type in known_models():
+        try:
+            AutoConfig.register(model_type, config_class(model_type))
+        except ValueError:
+            continue  # paddlenlp's own model of that name keeps its registration
+        registered.append(model_type)
+    return registered
