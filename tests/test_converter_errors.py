@@ -123,3 +123,13 @@ def test_positional_binding_follows_the_parent_signature(tmp_path):
     child = HEADER + "    def __init__(self, config, idx):\n        super().__init__(config, idx, scale=2.0)\n"
     text = convert(tmp_path, child)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
     assert "self.layer_idx = idx" in text and "self.scale = 2.0" in text  # literals and names substituted
+
+
+def test_parent_locals_left_unused_by_the_child_are_dropped(tmp_path):
+    parent = PARENT.replace(
+        "        self.scale = scale\n", "        width = scale * 2\n        self.scale = width\n"
+    )
+    child = HEADER + "    def __init__(self, config):\n        super().__init__(config)\n        self.scale = 3.0\n"
+    (tmp_path / "generated" / "llama").mkdir(parents=True)
+    text = convert(tmp_path, child, parent)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
+    assert "width" not in text and "self.scale = 3.0" in text

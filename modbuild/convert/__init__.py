@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import libcst as cst
 import libcst.matchers as m
 
 from modbuild.convert.collect import Namespace
@@ -62,8 +63,17 @@ def convert_file(path: Path, layout: Layout, read: Reader | None = None) -> dict
         cross = {kind: sorted(crossing)} if crossing else {}
     else:
         cross = {}
-    outputs[layout.output_file(model, "modeling")] = render(model_units, cross, future, prefix.camel)
+    doc = _docstring(child)
+    outputs[layout.output_file(model, "modeling")] = render(model_units, cross, future, prefix.camel, doc)
     return {out: with_header(ruff_format(code, out.name), sources) for out, code in outputs.items()}
+
+
+def _docstring(module: SourceModule) -> str:
+    """The modular file's docstring, which describes the model: it heads the modeling file too."""
+    body = module.module.body
+    if body and m.matches(body[0], m.SimpleStatementLine([m.Expr(m.SimpleString() | m.ConcatenatedString())])):
+        return cst.Module([]).code_for_node(body[0]).strip()
+    return ""
 
 
 def _rel(path: Path, layout: Layout) -> str:

@@ -40,20 +40,24 @@ def _code(node: cst.CSTNode) -> str:
     return cst.Module([]).code_for_node(node)
 
 
-def render(units: list[OutUnit], cross_imports: dict[str, list[str]], future: bool, public_prefix: str) -> str:
+def render(
+    units: list[OutUnit], cross_imports: dict[str, list[str]], future: bool, public_prefix: str, docstring: str = ""
+) -> str:
     imports = sorted({_code(u.node).strip() for u in units if u.is_import})
     if future:
         imports.insert(0, "from __future__ import annotations")
     for module, names in sorted(cross_imports.items()):
         imports.append(f"from .{module} import {', '.join(sorted(names))}")
-    body = [_code(u.node).strip() for u in order(units)]
+    ordered = order(units)
+    body = [_code(u.node).strip() for u in ordered]
     public = [
-        n for u in order(units) if isinstance(u.node, cst.ClassDef) for n in u.names
+        n for u in ordered if isinstance(u.node, cst.ClassDef) for n in u.names
         if n.startswith(public_prefix) and not n.startswith("_")
     ]
     if public:
         body.append(f"__all__ = {public!r}".replace("'", '"'))
-    return "\n".join(imports) + "\n\n\n" + "\n\n\n".join(body) + "\n"
+    head = f"{docstring}\n\n" if docstring else ""
+    return head + "\n".join(imports) + "\n\n\n" + "\n\n\n".join(body) + "\n"
 
 
 def ruff_format(code: str, filename: str = "generated.py") -> str:

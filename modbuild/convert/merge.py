@@ -141,7 +141,7 @@ class ClassMerger:
             deps |= target.deps
             body += [(s, True) for s in inlined]
         if any(from_parent for _, from_parent in body):
-            body = self._fold_after_super(body)
+            body = _drop_dead_locals(self._fold_after_super(body))
         return fn.with_changes(body=fn.body.with_changes(body=[s for s, _ in body])), deps
 
     def _fold_after_super(self, body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[cst.BaseStatement, bool]]:
@@ -204,6 +204,44 @@ def _inherit_function_parts(child: cst.FunctionDef, parent: cst.FunctionDef) -> 
     if doc is not None and _docstring(child) is None:
         changes["body"] = child.body.with_changes(body=[doc, *child.body.body])
     return child.with_changes(**changes) if changes else child
+
+
+_PURE = (cst.Name, cst.Attribute, cst.Integer, cst.Float, cst.SimpleString, cst.BinaryOperation,
+         cst.UnaryOperation, cst.Comparison, cst.BooleanOperation, cst.Tuple, cst.List, cst.Subscript)
+
+
+class _AllNames(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.pure = True
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.names.add(node.value)
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, cst.BaseExpression) and not isinstance(node, _PURE):
+            self.pure = False
+        return super().on_visit(node)
+
+
+def _drop_dead_locals(body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[cst.BaseStatement, bool]]:
+    """An inlined parent assignment whose locals nothing reads any more (the child replaced every
+    statement that used them) is dead code. Only side-effect-free values are dropped."""
+    out = list(body)
+    for index in range(len(out) - 1, -1, -1):
+        stmt, from_parent = out[index]
+        if not (from_parent and m.matches(stmt, m.SimpleStatementLine([m.Assign(targets=[m.AssignTarget()])]))):
+            continue
+        assign = stmt.body[0]
+        targets = supercall._flat_names(assign.targets[0].target)
+        value = _AllNames()
+        assign.value.visit(value)
+        later = _AllNames()
+        for other, _ in out[index + 1 :]:
+            other.visit(later)
+        if targets and value.pure and not {t.value for t in targets} & later.names:
+            del out[index]
+    return out
 
 
 def _self_attr(stmt: cst.BaseStatement, kind: type) -> str | None:
