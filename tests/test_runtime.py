@@ -227,7 +227,8 @@ def test_digit_glued_prefixes_and_imports_are_not_renamed(qwen2):
 
 
 def test_the_parent_files_themselves_are_untouched(qwen2, tmp_path):
-
+    # Another test may have imported this repository's own `generated` package: set it aside.
+    saved = {n: sys.modules.pop(n) for n in list(sys.modules) if n == "generated" or n.startswith("generated.")}
     sys.path.insert(0, str(tmp_path))
     try:
         spec = importlib.util.find_spec("generated.llama.modeling_llama")
@@ -240,6 +241,7 @@ def test_the_parent_files_themselves_are_untouched(qwen2, tmp_path):
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n == "generated" or n.startswith("generated.")]:
             del sys.modules[name]
+        sys.modules.update(saved)
 
 
 SUPER_PARENT = """
