@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-
 import re
+import shutil
 import subprocess
 import sys
 
