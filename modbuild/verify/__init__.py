@@ -46,10 +46,17 @@ def verify(model: str, check: str, modeling=None, root: Path | None = None) -> R
     else:
         raise ValueError("a substitute module can be checked against hf only")
     if check in ("hf", "paddlenlp") and not record.passed and not record.error:
-        from modbuild.verify.trace import first_divergence
-
-        record.trace = first_divergence(model, check, modeling)
+        _trace(record, model, check, modeling)
     return record
+
+
+def _trace(record: Record, model: str, check: str, modeling=None) -> None:
+    from modbuild.verify.trace import first_divergence
+
+    try:
+        record.trace = first_divergence(model, check, modeling)
+    except Exception as exc:  # the check's own verdict stands; say why there is no trace
+        record.notes.append(f"no layer trace: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}")
 
 
 def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | None = None, trace: bool = False) -> bool:
@@ -64,17 +71,16 @@ def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | Non
     for key, value in (bounds or {}).items():
         if key in record.bounds:
             record.bounds[key] = value
-    if check in ("hf", "paddlenlp") and (trace or not record.passed) and not record.error:
-        from modbuild.verify.trace import first_divergence
-
-        record.trace = first_divergence(model, check)
+    if check in ("hf", "paddlenlp") and record.applicable and (trace or not record.passed) and not record.error:
+        _trace(record, model, check)
     save(root, record)
     metrics = ", ".join(f"{k}={v:.2e}" for k, v in record.metrics.items() if k in record.bounds)
     if not record.applicable:
         verdict = "not applicable: " + "; ".join(record.notes)
     else:
         verdict = "ok" if record.passed else "FAILED: " + "; ".join(record.failures() or [record.error])
-    print(f"verify:{model}:{check}: {verdict} ({metrics})", file=sys.stderr if not record.passed else sys.stdout)
+        verdict += f" ({metrics})"
+    print(f"verify:{model}:{check}: {verdict}", file=sys.stderr if not record.passed else sys.stdout)
     for step in record.trace if (trace or not record.passed) else ():
         print(f"  {step}")
     return record.passed

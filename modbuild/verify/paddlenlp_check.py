@@ -43,10 +43,22 @@ def build_pair(model: str, modeling=None) -> tuple[paddle.nn.Layer, paddle.nn.La
     return ours, ref_cls(ref_cls.config_class(**kwargs))
 
 
+def _hf_names(cls: type, config) -> dict[str, str]:
+    """HF parameter name -> the model's own, from its `_get_name_mappings`."""
+    config.architectures = [cls.__name__]
+    return {m.source_name: m.target_name for m in cls._get_name_mappings(config)}
+
+
 def reference_state(ours: paddle.nn.Layer, reference: paddle.nn.Layer) -> dict:
-    """Our weights under the reference's names; a reference that keeps a tied lm_head gets the embedding."""
+    """Our weights under the reference's names: where they differ (Mixtral's `mlp` vs PaddleNLP's
+    `block_sparse_moe`) both sides' HF name mappings translate them. A reference that keeps a tied
+    lm_head gets the embedding."""
     state = dict(ours.state_dict())
     ref_state = reference.state_dict()
+    if set(state) - set(ref_state) - {"lm_head.weight"}:
+        mine = _hf_names(type(ours), ours.config)
+        theirs = _hf_names(type(reference), reference.config)
+        state = {theirs[hf]: state[name] for hf, name in mine.items() if hf in theirs and name in state}
     if "lm_head.weight" in ref_state and "lm_head.weight" not in state:
         embed = next(v for k, v in state.items() if k.endswith("embed_tokens.weight"))
         shape = list(ref_state["lm_head.weight"].shape)

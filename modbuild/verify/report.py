@@ -69,7 +69,7 @@ def markdown(records: list[dict]) -> str:
         cells = [model, params, modular, h.get("logits"), h.get("loss"), h.get("grads_rel"), decode,
                  p.get("logits"), t.get("logits"), t.get("grads_rel"), status]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
-    notes = [f"- {r['model']}:{r['check']}: {n}" for r in records for n in r["notes"]]
+    notes = [f"- {r['model']}:{r['check']}: {n}" for r in records for n in r["notes"] if not n.startswith("largest")]
     traces = [f"- {r['model']}:{r['check']}: first diverging layer {r['trace'][0]}" for r in records if r.get("trace")]
     if notes or traces:
         lines += ["", "Notes:", "", *notes, *traces]
