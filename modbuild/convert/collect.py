@@ -87,7 +87,9 @@ class Namespace:
             if not isinstance(unit.node, cst.ClassDef):
                 continue
             bases = {a.value.value for a in unit.node.bases if m.matches(a.value, m.Name()) and a.value.value in self.imports.symbols}
-            found += [c.func.value.value for c in m.findall(unit.node, call) if c.func.value.value in bases]
+            code = cst.Module([]).code_for_node(unit.node) if bases else ""
+            if any(f"{base}." in code for base in bases):  # matchers are slow: look only where it can be
+                found += [c.func.value.value for c in m.findall(unit.node, call) if c.func.value.value in bases]
         return sorted(set(found))
 
     def _kept_parent_class(self, alias: str) -> OutUnit:

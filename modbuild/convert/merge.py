@@ -226,22 +226,22 @@ class _AllNames(cst.CSTVisitor):
 
 def _drop_dead_locals(body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[cst.BaseStatement, bool]]:
     """An inlined parent assignment whose locals nothing reads any more (the child replaced every
-    statement that used them) is dead code. Only side-effect-free values are dropped."""
-    out = list(body)
-    for index in range(len(out) - 1, -1, -1):
-        stmt, from_parent = out[index]
-        if not (from_parent and m.matches(stmt, m.SimpleStatementLine([m.Assign(targets=[m.AssignTarget()])]))):
-            continue
-        assign = stmt.body[0]
-        targets = supercall._flat_names(assign.targets[0].target)
-        value = _AllNames()
-        assign.value.visit(value)
-        later = _AllNames()
-        for other, _ in out[index + 1 :]:
-            other.visit(later)
-        if targets and value.pure and not {t.value for t in targets} & later.names:
-            del out[index]
-    return out
+    statement that used them) is dead code. Only side-effect-free values are dropped. One backward
+    pass: `later` holds every name read after the current statement."""
+    later: set[str] = set()
+    kept: list[tuple[cst.BaseStatement, bool]] = []
+    for stmt, from_parent in reversed(body):
+        names = _AllNames()
+        stmt.visit(names)
+        if from_parent and m.matches(stmt, m.SimpleStatementLine([m.Assign(targets=[m.AssignTarget()])])):
+            targets = {t.value for t in supercall._flat_names(stmt.body[0].targets[0].target)}
+            value = _AllNames()
+            stmt.body[0].value.visit(value)
+            if targets and value.pure and not targets & later:
+                continue
+        kept.append((stmt, from_parent))
+        later |= names.names
+    return kept[::-1]
 
 
 def _self_attr(stmt: cst.BaseStatement, kind: type) -> str | None:

@@ -53,17 +53,23 @@ def _outer_names(stmt: ast.stmt) -> set[str]:
 
 def _annotation_names(stmt: ast.stmt) -> set[str]:
     """Names in annotations: under `from __future__ import annotations` symtable does not see them, but
-    the emitted code still needs their imports."""
-    found = set()
-    for node in ast.walk(stmt):
+    the emitted code still needs their imports. Only statement bodies are searched: annotations
+    never sit inside expressions."""
+    found: set[str] = set()
+    todo = [stmt]
+    while todo:
+        node = todo.pop()
         annotations = []
-        if isinstance(node, ast.arg) and node.annotation:
-            annotations.append(node.annotation)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns:
-            annotations.append(node.returns)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            every = (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg)
+            annotations = [a.annotation for a in every if a is not None and a.annotation is not None]
+            annotations += [node.returns] if node.returns else []
         elif isinstance(node, ast.AnnAssign):
-            annotations.append(node.annotation)
+            annotations = [node.annotation]
         found.update(n.id for a in annotations for n in ast.walk(a) if isinstance(n, ast.Name))
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            todo += [child for child in getattr(node, field, ()) if isinstance(child, (ast.stmt, ast.excepthandler))]
     return found
 
 
