@@ -1,0 +1,89 @@
+"""Each converter pass on its own, on small inputs, with no framework installed or imported."""
+
+import textwrap
+from pathlib import Path
+
+import libcst as cst
+
+from modbuild.convert import supercall
+from modbuild.convert.collect import OutUnit
+from modbuild.convert.emit import is_hand_edited, order, with_header
+from modbuild.convert.rename import rename_node
+from modbuild.convert.resolve import Layout, find_parent_imports
+from modbuild.convert.scopes import statement_reads
+from modbuild.convert.source import parse_source
+from modbuild.naming import Prefix, Renamer
+
+
+def source(code: str, name: str = "modular_qwen2.py"):
+    return parse_source(Path(name), textwrap.dedent(code))
+
+
+def test_resolve_absolute_relative_and_namespace_imports():
+    child = source(
+        """
+        import math
+        from generated.llama.modeling_llama import LlamaMLP as Base
+        from ..mistral.modeling_mistral import MistralNorm
+        from generated.gemma import modeling_gemma
+        """
+    )
+    found = find_parent_imports(child, Layout(Path("modular"), Path("generated")))
+    assert found.symbols == {"Base": ("llama", "LlamaMLP"), "MistralNorm": ("mistral", "MistralNorm")}
+    assert found.namespaces == {"modeling_gemma": "gemma"}
+    assert [model for model, _, _ in found.order] == ["llama", "mistral", "gemma"]
+
+
+def test_scopes_find_global_reads_only():
+    code = textwrap.dedent(
+        """
+        def f(x, scale=DEFAULT):
+            total = [v * FACTOR for v in x]
+            return helper(total, key=kw).attr_name
+        """
+    )
+    (reads,) = statement_reads(code, "x.py")
+    assert reads.all == {"DEFAULT", "FACTOR", "helper", "kw"}  # not x, total, v, key, attr_name
+    assert reads.eager == {"DEFAULT"}  # only the default runs at definition time
+
+
+def test_rename_spares_imports_and_their_attributes():
+    module = source(
+        """
+        import paddle.llama_ops as ops
+        class LlamaLayer:
+            prefix = "llama."
+            rope = "llama3"
+            def forward(self, x):
+                return ops.llama_kernel(self.llama(x))
+        """
+    )
+    renamer = Renamer(Prefix.from_model("llama"), Prefix.from_model("qwen2"))
+    layer = next(u for u in module.units if u.names == ("LlamaLayer",))
+    code = cst.Module([rename_node(layer.node, renamer, module.import_names)]).code
+    assert "class Qwen2Layer" in code and '"qwen2."' in code and '"llama3"' in code
+    assert "ops.llama_kernel(self.qwen2(x))" in code
+
+
+def test_bind_follows_python_call_rules():
+    parent = cst.ensure_type(cst.parse_statement("def f(self, a, b=2, *rest, c, **extra): pass"), cst.FunctionDef)
+    child = cst.ensure_type(cst.parse_statement("def f(self, a): pass"), cst.FunctionDef)
+    call = cst.ensure_type(cst.parse_expression("super().f(a, 5, 6, c=7, d=8)"), cst.Call)
+    binding = supercall.bind(call, parent, child, ValueError)
+    code = {name: cst.Module([]).code_for_node(value) for name, value in binding.values.items()}
+    assert code == {"a": "a", "b": "5", "rest": "(6,)", "c": "7", "extra": '{"d": 8}'}
+
+
+def test_order_puts_definitions_before_module_level_use():
+    def unit(uid, name, eager, key):
+        return OutUnit((name,), cst.parse_statement(f"{name} = 1"), frozenset(eager), frozenset(eager), key, uid=uid)
+
+    base, child, late = unit(1, "Base", [], (0, 5, 0)), unit(2, "Child", ["Base"], (0, 1, 0)), unit(3, "X", [], (0, 9, 0))
+    assert [u.names[0] for u in order([late, child, base])] == ["Base", "Child", "X"]
+
+
+def test_header_hash_detects_hand_edits():
+    text = with_header("x = 1\n", ["modular/a/modular_a.py"])
+    assert not is_hand_edited(text)
+    assert is_hand_edited(text.replace("x = 1", "x = 2"))
+    assert is_hand_edited("x = 1\n")  # no header at all
