@@ -18,8 +18,15 @@ def _root_name(node: cst.BaseExpression) -> str | None:
 class _Rename(cst.CSTTransformer):
     """Rename identifiers and key-like strings; imports and import-bound names are left alone."""
 
-    def __init__(self, name: Callable[[str], str], string: Callable[[str], str] | None, keep: Collection[str]):
-        self.name, self.string, self.keep = name, string, keep
+    def __init__(
+        self,
+        name: Callable[[str], str],
+        string: Callable[[str], str] | None,
+        keep: Collection[str],
+        prose: Callable[[str], str] | None = None,
+    ):
+        self.name, self.string, self.keep, self.prose = name, string, keep, prose
+        self.docstrings: set[int] = set()
 
     def visit_Import(self, node: cst.Import) -> bool:
         return False
@@ -39,7 +46,17 @@ class _Rename(cst.CSTTransformer):
             return updated.with_changes(attr=original.attr)
         return updated
 
+    def visit_Expr(self, node: cst.Expr) -> None:
+        if isinstance(node.value, cst.SimpleString):
+            self.docstrings.add(id(node.value))
+
+    def leave_Comment(self, original: cst.Comment, updated: cst.Comment) -> cst.Comment:
+        # Prose names the model as code does: `LlamaForCausalLM adds ...` reads `Qwen2ForCausalLM adds ...`.
+        return updated.with_changes(value=self.prose(original.value)) if self.prose else updated
+
     def leave_SimpleString(self, original: cst.SimpleString, updated: cst.SimpleString) -> cst.SimpleString:
+        if self.prose and id(original) in self.docstrings:
+            return updated.with_changes(value=self.prose(original.value))
         if self.string is None or "\\" in original.value:
             return updated
         prefix_len = len(original.prefix)
@@ -67,7 +84,7 @@ def _visit(node: cst.CSTNode, renamer: Renamer, keep: Collection[str]) -> cst.CS
     text = cst.Module([]).code_for_node(node).lower()
     if renamer.old.lower.replace("_", "") not in text.replace("_", ""):
         return node  # every spelling of the prefix contains its lowercase letters
-    return node.visit(_Rename(renamer.identifier, renamer.string, keep))
+    return node.visit(_Rename(renamer.identifier, renamer.string, keep, renamer.identifier))
 
 
 def replace_names(node: cst.CSTNode, mapping: Mapping[str, str]) -> cst.CSTNode:

@@ -166,11 +166,11 @@ def _compute_llama3_parameters(config: LlamaConfig) -> tuple[paddle.Tensor, floa
 
     wavelen = 2 * math.pi / inv_freq
     # Long wavelengths are slowed by `factor`, short ones kept, and the band between is interpolated.
-    inv_freq_llama = paddle.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    inv_freq_long = paddle.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
     smooth_factor = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-    smoothed_inv_freq = (1 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama
+    smoothed_inv_freq = (1 - smooth_factor) * inv_freq_long / factor + smooth_factor * inv_freq_long
     is_medium_freq = paddle.logical_and(wavelen >= high_freq_wavelen, wavelen <= low_freq_wavelen)
-    return paddle.where(is_medium_freq, smoothed_inv_freq, inv_freq_llama), attention_factor
+    return paddle.where(is_medium_freq, smoothed_inv_freq, inv_freq_long), attention_factor
 
 
 def compute_rope_parameters(config: LlamaConfig) -> tuple[paddle.Tensor, float]:
