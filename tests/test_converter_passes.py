@@ -87,3 +87,20 @@ def test_header_hash_detects_hand_edits():
     assert not is_hand_edited(text)
     assert is_hand_edited(text.replace("x = 1", "x = 2"))
     assert is_hand_edited("x = 1\n")  # no header at all
+
+
+def test_rename_reaches_comments_and_docstrings_of_inherited_code():
+    module = source(
+        '''
+        class LlamaModel:
+            """The bare Llama decoder."""
+
+            # LlamaForCausalLM adds the head.
+            def forward(self, x):
+                return x
+        '''
+    )
+    renamer = Renamer(Prefix.from_model("llama"), Prefix.from_model("qwen2"))
+    (unit,) = module.units
+    code = cst.Module([rename_node(unit.node, renamer, (), unit.text, unit.members)]).code
+    assert '"""The bare Qwen2 decoder."""' in code and "# Qwen2ForCausalLM adds the head." in code

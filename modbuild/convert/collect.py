@@ -48,19 +48,6 @@ class _NamespaceAttrs(cst.CSTTransformer):
         return updated
 
 
-def _eager(node: cst.CSTNode, deps: frozenset[str]) -> frozenset[str]:
-    """Names read while the module executes: everything but function bodies and lambdas."""
-    if isinstance(node, cst.FunctionDef):
-        parts = [*node.decorators, node.params] + ([node.returns] if node.returns else [])
-    elif isinstance(node, cst.ClassDef):
-        parts = [*node.decorators, *node.bases, *node.keywords]
-        for stmt in node.body.body if isinstance(node.body, cst.IndentedBlock) else ():
-            parts += [*stmt.decorators, stmt.params] if isinstance(stmt, cst.FunctionDef) else [stmt]
-    else:
-        parts = [node]
-    return frozenset(supercall.names_in(parts).read & deps)
-
-
 class Namespace:
     def __init__(self, child: SourceModule, prefix: Prefix, parents: list[Parent], imports: ParentImports):
         self.child, self.prefix, self.parents, self.imports = child, prefix, parents, imports
@@ -96,16 +83,18 @@ class Namespace:
         model, original = self.imports.symbols[alias]
         parent = self.by_model[model]
         unit, module = parent.find(original)
-        node = rename_node(unit.node, parent.renamer, module.import_names | {original})
+        node = rename_node(unit.node, parent.renamer, module.import_names | {original}, unit.text, unit.members)
         if alias != original:
             node = node.with_changes(name=cst.Name(alias))
         deps = self._parent_deps(parent, module, unit.deps - {original})
-        return self._new((alias,), node, deps, self._parent_key(parent, (unit, module)))
+        eager = self._parent_deps(parent, module, unit.eager)
+        return self._new((alias,), node, deps, self._parent_key(parent, (unit, module)), eager=eager)
 
-    def _new(self, names, node, deps, key, is_import=False) -> OutUnit:
+    def _new(self, names, node, deps, key, is_import=False, eager=()) -> OutUnit:
+        """`eager`: the names read while the module executes (from the compiler's scope analysis)."""
         self._counter += 1
         deps = frozenset(deps) - set(names)
-        return OutUnit(tuple(names), node, deps, _eager(node, deps), key, is_import, self._counter)
+        return OutUnit(tuple(names), node, deps, frozenset(eager) & deps, key, is_import, self._counter)
 
     # -- the child's own definitions -------------------------------------------------------------
     def _out(self, names) -> frozenset[str]:
@@ -126,7 +115,8 @@ class Namespace:
             else:
                 node = self._localise(unit.node)
                 replaced = self._replaced_key(unit.names)
-                out = self._new(unit.names, node, self._out(unit.deps), replaced or (*last, unit.line))
+                key = replaced or (*last, unit.line)
+                out = self._new(unit.names, node, self._out(unit.deps), key, eager=self._out(unit.eager))
                 out.floating = replaced is None and bool(self.parents)
             units.append(out)
             roots.append(out)
@@ -185,10 +175,12 @@ class Namespace:
         header = [*node.decorators, *node.keywords, *(a for a in node.bases if all(a is not f for f, _ in found))]
         deps = self._out(merged.deps) | self._out(supercall.names_in(header).read & unit.deps)
         key = self._parent_key(found[0][1][0], parents[0].origin)
-        return self._new(unit.names, out_node, deps, key), key[:2]
+        parent_unit, parent_module = parents[0].origin
+        eager = self._out(unit.eager) | self._parent_deps(found[0][1][0], parent_module, parent_unit.eager)
+        return self._new(unit.names, out_node, deps, key, eager=eager), key[:2]
 
     def _renamed_class(self, parent: Parent, unit: Unit, module: SourceModule) -> ParentClass:
-        node = rename_node(unit.node, parent.renamer, module.import_names)
+        node = rename_node(unit.node, parent.renamer, module.import_names, unit.text, unit.members)
         members = [
             Member(member_key(new), new, self._parent_deps(parent, module, mem.deps))
             for mem, new in zip(unit.members, node.body.body)
@@ -210,9 +202,10 @@ class Namespace:
             if unit.is_import:
                 cached = self._new(unit.names, unit.node, (), (9999, 0, 0), True)
             else:
-                node = rename_node(unit.node, parent.renamer, module.import_names)
+                node = rename_node(unit.node, parent.renamer, module.import_names, unit.text, unit.members)
                 names = [n if n in module.import_names else parent.renamer.identifier(n) for n in unit.names]
-                cached = self._new(names, node, self._parent_deps(parent, module, unit.deps), self._parent_key(parent, (unit, module)))
+                deps, eager = (self._parent_deps(parent, module, d) for d in (unit.deps, unit.eager))
+                cached = self._new(names, node, deps, self._parent_key(parent, (unit, module)), eager=eager)
             self._parent_cache[id(unit.node)] = cached
         return cached
 

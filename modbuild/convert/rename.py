@@ -68,21 +68,27 @@ class _Rename(cst.CSTTransformer):
         return updated.with_changes(value=f"{original.value[:prefix_len]}{quote}{new}{quote}")
 
 
-def rename_node(node: cst.CSTNode, renamer: Renamer, keep: Collection[str] = ()) -> cst.CSTNode:
-    """Rename a parent's node for the child: identifiers and key-like string constants."""
+def rename_node(
+    node: cst.CSTNode, renamer: Renamer, keep: Collection[str] = (), text: str | None = None, members: list | None = None
+) -> cst.CSTNode:
+    """Rename a parent's node for the child: identifiers, key-like strings, docstrings and comments.
+
+    `text` is the node's source, `members` the class body's `Member`s (with theirs): a part whose source
+    never spells the prefix is kept as it is, without a transform."""
     if renamer.old == renamer.new:
         return node
     if isinstance(node, cst.ClassDef) and isinstance(node.body, cst.IndentedBlock):
-        # Member by member: most methods never mention the prefix and are skipped whole.
-        body = [rename_node(stmt, renamer, keep) for stmt in node.body.body]
+        texts = [m.text for m in members] if members and len(members) == len(node.body.body) else [None] * len(node.body.body)
+        body = [_visit(stmt, renamer, keep, t) for stmt, t in zip(node.body.body, texts)]
         header = node.with_changes(body=node.body.with_changes(body=[]))
         return _visit(header, renamer, keep).with_changes(body=node.body.with_changes(body=body))
-    return _visit(node, renamer, keep)
+    return _visit(node, renamer, keep, text)
 
 
-def _visit(node: cst.CSTNode, renamer: Renamer, keep: Collection[str]) -> cst.CSTNode:
-    text = cst.Module([]).code_for_node(node).lower()
-    if renamer.old.lower.replace("_", "") not in text.replace("_", ""):
+def _visit(node: cst.CSTNode, renamer: Renamer, keep: Collection[str], text: str | None = None) -> cst.CSTNode:
+    if text is None:
+        text = cst.Module([]).code_for_node(node)
+    if renamer.old.lower.replace("_", "") not in text.lower().replace("_", ""):
         return node  # every spelling of the prefix contains its lowercase letters
     return node.visit(_Rename(renamer.identifier, renamer.string, keep, renamer.identifier))
 

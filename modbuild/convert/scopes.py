@@ -23,7 +23,9 @@ class Reads:
     eager: set[str] = field(default_factory=set)  # read while the module executes
     members: list[set[str]] = field(default_factory=list)  # per class-body statement
     line: int = 0
+    span: tuple[int, int] = (0, 0)  # first and last source line, decorators included
     member_lines: list[int] = field(default_factory=list)
+    member_spans: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _outer_names(stmt: ast.stmt) -> set[str]:
@@ -68,8 +70,8 @@ def _annotation_names(stmt: ast.stmt) -> set[str]:
         elif isinstance(node, ast.AnnAssign):
             annotations = [node.annotation]
         found.update(n.id for a in annotations for n in ast.walk(a) if isinstance(n, ast.Name))
-        for field in ("body", "orelse", "finalbody", "handlers"):
-            todo += [child for child in getattr(node, field, ()) if isinstance(child, (ast.stmt, ast.excepthandler))]
+        for name in ("body", "orelse", "finalbody", "handlers"):
+            todo += [child for child in getattr(node, name, ()) if isinstance(child, (ast.stmt, ast.excepthandler))]
     return found
 
 
@@ -101,7 +103,7 @@ def statement_reads(code: str, filename: str) -> list[Reads]:
     for stmt in tree.body:
         start, end = _span(stmt)
         nested = _tables_in(top, start, end)
-        reads = Reads(line=stmt.lineno)
+        reads = Reads(line=stmt.lineno, span=(start, end))
         reads.eager = _outer_names(stmt)
         reads.all = set(reads.eager).union(*(_table_reads(t) for t in nested)) | _annotation_names(stmt)
         if isinstance(stmt, ast.ClassDef):
@@ -114,6 +116,7 @@ def statement_reads(code: str, filename: str) -> list[Reads]:
                 own = (_outer_names(member) - local) | _annotation_names(member)
                 reads.members.append(own.union(*(_table_reads(t) for t in inner)))
                 reads.member_lines.append(member.lineno)
+                reads.member_spans.append((m_start, m_end))
         out.append(reads)
     return out
 

@@ -32,6 +32,7 @@ class Member:
     key: str | None
     node: cst.BaseStatement
     deps: frozenset[str]
+    text: str | None = None  # its source, when known: lets renaming skip members without the prefix
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Unit:
     eager: frozenset[str]  # names read when the module is executed (bases, decorators, class attrs)
     line: int
     members: list[Member] = field(default_factory=list)
+    text: str | None = None  # its source, when known
 
     @property
     def is_class(self) -> bool:
@@ -182,14 +184,22 @@ def _aligned(statements, reads: list, attr: str = "all") -> list:
     return out
 
 
-def _class_members(node: cst.ClassDef, reads: Reads) -> list[Member]:
+def _class_members(node: cst.ClassDef, reads: Reads, lines: list[str]) -> list[Member]:
     if not isinstance(node.body, cst.IndentedBlock):
         return []
-    chunks = _aligned(node.body.body, reads.members)
-    return [Member(member_key(stmt), stmt, frozenset().union(*chunk)) for stmt, chunk in zip(node.body.body, chunks)]
+    chunks = _aligned(node.body.body, list(zip(reads.members, reads.member_spans)))
+    members = []
+    previous_end = reads.line  # a member's text starts after the one before: its comments come with it
+    for stmt, chunk in zip(node.body.body, chunks):
+        deps = frozenset().union(*(member_reads for member_reads, _ in chunk))
+        end = chunk[-1][1][1] if chunk else previous_end
+        text = "\n".join(lines[previous_end:end]) if chunk else None
+        members.append(Member(member_key(stmt), stmt, deps, text))
+        previous_end = end
+    return members
 
 
-def _units_of(stmt: cst.BaseStatement, reads: list[Reads]) -> list[Unit]:
+def _units_of(stmt: cst.BaseStatement, reads: list[Reads], lines: list[str], start: int) -> list[Unit]:
     line = reads[0].line
     if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1:
         inner = stmt.body[0]
@@ -205,9 +215,10 @@ def _units_of(stmt: cst.BaseStatement, reads: list[Reads]) -> list[Unit]:
         return []
     deps = frozenset().union(*(r.all for r in reads)) - set(names)
     eager = frozenset().union(*(r.eager for r in reads)) - set(names)
-    unit = Unit(names, stmt, False, deps, eager, line)
+    text = "\n".join(lines[start : reads[-1].span[1]])  # from the previous statement's end: comments too
+    unit = Unit(names, stmt, False, deps, eager, line, text=text)
     if isinstance(stmt, cst.ClassDef):
-        unit.members = _class_members(stmt, reads[0])
+        unit.members = _class_members(stmt, reads[0], lines)
     return [unit]
 
 
@@ -223,8 +234,11 @@ def parse_source(path: Path, code: str) -> SourceModule:
         raise ConvertError(path, getattr(exc, "raw_line", 1), f"syntax error: {exc}") from None
     units: list[Unit] = []
     loose = []
+    lines = code.splitlines()
+    previous_end = 0
     for stmt, chunk in zip(module.body, _aligned(module.body, reads)):
-        found = _units_of(stmt, chunk)
+        found = _units_of(stmt, chunk, lines, previous_end)
+        previous_end = chunk[-1].span[1]
         if found:
             units += found
         else:
