@@ -230,7 +230,8 @@ def inline(
     if found.form == "expr" and parent_names.returns_value:
         raise err(f"super().{name}(...) returns a value here; use `return super().{name}(...)` or assign it")
     if found.form == "assign":
-        body = _return_as_assignment(body, found.target, err(f"`x = super().{name}(...)` needs a parent body that returns once, at its end"))
+        message = f"`x = super().{name}(...)` needs a parent body that returns once, at its end"
+        body = _return_as_assignment(body, found.target, lambda: err(message))
     before, after = _split_at(child, stmt)
     visible = before.stored | {p.name.value for p in _all_params(child.params)}
     needed = (visible & after.read) | (after.read - after.stored)
@@ -263,13 +264,15 @@ def _split_at(fn: cst.FunctionDef, stmt: cst.BaseStatement) -> tuple[_Names, _Na
     return names_in(body[:index]), after
 
 
-def _return_as_assignment(body: list[cst.BaseStatement], target, error: ConvertError) -> list[cst.BaseStatement]:
+def _return_as_assignment(
+    body: list[cst.BaseStatement], target, error: Callable[[], ConvertError]
+) -> list[cst.BaseStatement]:
     *rest, last = body or [cst.SimpleStatementLine([cst.Pass()])]
     if names_in(rest).returns_value or not m.matches(last, m.SimpleStatementLine([m.Return(value=m.DoNotCare())])):
-        raise error
+        raise error()
     value = last.body[0].value
     if value is None:
-        raise error
+        raise error()
     if _code(target) == _code(value).strip("()"):
         return rest  # `x = super().f()` where the parent ends with `return x` (or `a, b` / `return a, b`)
     return [*rest, cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(target)], value)])]
