@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _inputs(path: Path, layout: Layout) -> list[Path]:
-    from modbuild.graph import parent_of_import
     import ast
+
+    from modbuild.graph import parent_of_import
 
     parents = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -68,7 +69,8 @@ def synthetic_family(root: Path, classes: int) -> list[Path]:
     """A root with `classes` classes and helpers, and a child overriding every fifth class."""
     body = ["import math", ""]
     for i in range(classes):
-        body.append(textwrap.dedent(f'''
+        body.append(
+            textwrap.dedent(f'''
             def helper_{i}(x):
                 return math.sqrt(abs(x)) + {i}
 
@@ -86,10 +88,15 @@ def synthetic_family(root: Path, classes: int) -> list[Path]:
                 def forward(self, x):
                     values = [helper_{i}(v) * self.scale for v in x]
                     return sum(values) + (self.inner.forward(x) if self.inner else 0)
-            '''))
-    child = [f"from generated.base.modeling_base import {', '.join(f'BaseBlock{i}' for i in range(0, classes, 5))}", ""]
+            ''')
+        )
+    child = [
+        f"from generated.base.modeling_base import {', '.join(f'BaseBlock{i}' for i in range(0, classes, 5))}",
+        "",
+    ]
     for i in range(0, classes, 5):
-        child.append(textwrap.dedent(f'''
+        child.append(
+            textwrap.dedent(f"""
             class DerivedBlock{i}(BaseBlock{i}):
                 def __init__(self, config, layer_idx=0):
                     super().__init__(config, layer_idx)
@@ -98,7 +105,8 @@ def synthetic_family(root: Path, classes: int) -> list[Path]:
                 def forward(self, x):
                     out = super().forward(x)
                     return out + self.bias
-            '''))
+            """)
+        )
     files = {"modular/base/modular_base.py": "\n".join(body), "modular/derived/modular_derived.py": "\n".join(child)}
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +120,9 @@ def report(label: str, rows: list[tuple[str, float, float]]) -> None:
     for name, conv, parse in rows:
         print(f"{name:<28}{conv * 1e3:>12.1f}{parse * 1e3:>10.1f}{conv / parse:>8.2f}")
     ratios = [c / p for _, c, p in rows]
-    print(f"median ratio {statistics.median(ratios):.2f}  (total {sum(c for _, c, _ in rows) / sum(p for _, _, p in rows):.2f})")
+    print(
+        f"median ratio {statistics.median(ratios):.2f}  (total {sum(c for _, c, _ in rows) / sum(p for _, _, p in rows):.2f})"
+    )
 
 
 def main() -> None:

@@ -31,7 +31,9 @@ def main() -> None:
     report = json.loads((ROOT / "reports" / "verify.json").read_text())
     checks = [r for r in report["records"] if r.get("applicable", True)]
     failed = [f"{r['model']}:{r['check']}" for r in checks if not r["passed"]]
-    print(f"doit -n {args.n} verify: {wall:.1f} s wall (goal <= 300 s), {len(lines)} checks run, exit {done.returncode}")
+    print(
+        f"doit -n {args.n} verify: {wall:.1f} s wall (goal <= 300 s), {len(lines)} checks run, exit {done.returncode}"
+    )
     print(f"applicable checks: {len(checks)}, failed: {failed or 'none'}")
     sys.exit(done.returncode)
 

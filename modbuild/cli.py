@@ -47,7 +47,9 @@ def _order(files: list[Path], package: str) -> list[Path]:
             continue  # the converter reports it with path:line
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                graph.add_edges_from((p, model) for p in parent_of_import(node, package) if p in by_model and p != model)
+                graph.add_edges_from(
+                    (p, model) for p in parent_of_import(node, package) if p in by_model and p != model
+                )
     try:
         return [by_model[m] for m in nx.lexicographical_topological_sort(graph)]
     except nx.NetworkXUnfeasible:
@@ -57,7 +59,9 @@ def _order(files: list[Path], package: str) -> list[Path]:
 
 def convert_command(args: argparse.Namespace) -> int:
     files = [Path(f).resolve() for f in args.files]
-    layout = _layout(files, args.root and Path(args.root).resolve(), args.out and Path(args.out).resolve(), args.package)
+    layout = _layout(
+        files, args.root and Path(args.root).resolve(), args.out and Path(args.out).resolve(), args.package
+    )
     failed = 0
     for path in _order(files, args.package):
         try:

@@ -20,8 +20,14 @@ class GraphCommand(Command):
     doc_usage = "[--dot] [-o FILE] [--root DIR]"
     cmd_options = (
         {"name": "dot", "long": "dot", "type": bool, "default": False, "help": "print the graph as DOT"},
-        {"name": "output", "short": "o", "long": "output", "type": str, "default": "",
-         "help": "write the graph to FILE (.dot as text, anything else rendered by graphviz)"},
+        {
+            "name": "output",
+            "short": "o",
+            "long": "output",
+            "type": str,
+            "default": "",
+            "help": "write the graph to FILE (.dot as text, anything else rendered by graphviz)",
+        },
         {"name": "root", "long": "root", "type": str, "default": ".", "help": "project root holding modular/"},
     )
 

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from modbuild.convert import Layout
 
 CONVERTER_SOURCES = sorted(
-    str(p) for p in Path(__file__).resolve().parent.rglob("*.py") if p.parent.name == "convert" or p.name == "naming.py"
+    str(p)
+    for p in Path(__file__).resolve().parent.rglob("*.py")
+    if p.parent.name == "convert" or p.name == "naming.py"
 )
 
 

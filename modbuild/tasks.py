@@ -42,7 +42,11 @@ def is_hand_edited(text: str) -> bool:
 
 
 def _edited(paths) -> list[Path]:
-    return [p for p in map(Path, paths) if p.suffix == ".py" and p.name != "__init__.py" and p.exists() and is_hand_edited(p.read_text())]
+    return [
+        p
+        for p in map(Path, paths)
+        if p.suffix == ".py" and p.name != "__init__.py" and p.exists() and is_hand_edited(p.read_text())
+    ]
 
 
 def outputs_intact(task, values) -> bool:
@@ -58,8 +62,11 @@ def convert_model(root: str, model: str, force: bool = False) -> bool:
     edited = _edited(project.outputs(model))
     if edited and not force:
         for path in edited:
-            print(f"{path}: edited by hand (content hash mismatch); move the change into "
-                  f"{project.modular_file(model)} or run `doit convert --force`", file=sys.stderr)
+            print(
+                f"{path}: edited by hand (content hash mismatch); move the change into "
+                f"{project.modular_file(model)} or run `doit convert --force`",
+                file=sys.stderr,
+            )
         return False
     try:
         outputs = convert_file(project.modular_file(model), project.layout)
@@ -71,8 +78,11 @@ def convert_model(root: str, model: str, force: bool = False) -> bool:
     # converter did not write would leave the task never up to date and its children failing.
     if missing := [p for p in project.outputs(model) if p != init and p not in outputs]:
         for path in missing:
-            print(f"{project.modular_file(model)}: {model} inherits a *Config class but uses none, so no {path.name} "
-                  "was generated; define the model's own Config class (subclassing its parent's)", file=sys.stderr)
+            print(
+                f"{project.modular_file(model)}: {model} inherits a *Config class but uses none, so no {path.name} "
+                "was generated; define the model's own Config class (subclassing its parent's)",
+                file=sys.stderr,
+            )
         return False
     for path in edited:
         print(f"{path}: overwriting a hand edit (--force)", file=sys.stderr)
@@ -86,8 +96,13 @@ def convert_model(root: str, model: str, force: bool = False) -> bool:
     return True
 
 
-FORCE_PARAM = {"name": "force", "long": "force", "type": bool, "default": False,
-               "help": "overwrite generated files that were edited by hand"}
+FORCE_PARAM = {
+    "name": "force",
+    "long": "force",
+    "type": bool,
+    "default": False,
+    "help": "overwrite generated files that were edited by hand",
+}
 
 
 def convert_tasks(project: Project, force: bool = False):

@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-LLAMA = '''
+LLAMA = """
 import torch
 from torch import nn
 
@@ -26,9 +26,9 @@ class LlamaModel(nn.Module):
 
     def forward(self, x):
         return self.mlp(x) + x
-'''
+"""
 
-QWEN2 = '''
+QWEN2 = """
 import torch
 
 from ..llama.modeling_llama import LlamaMLP, LlamaModel
@@ -41,7 +41,7 @@ class Qwen2MLP(LlamaMLP):
 
 class Qwen2Model(LlamaModel):
     pass
-'''
+"""
 
 
 def make_tree(tmp_path):

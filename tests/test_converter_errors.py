@@ -7,7 +7,7 @@ import pytest
 
 from modbuild.convert import ConvertError, Layout, convert_file
 
-PARENT = '''
+PARENT = """
 class LlamaConfig:
     pass
 
@@ -25,7 +25,7 @@ class LlamaLayer:
 
     def reset(self):
         self.cache = None
-'''
+"""
 
 
 def convert(tmp_path: Path, child: str, parent: str = PARENT) -> dict:
@@ -106,10 +106,7 @@ def test_rebinding_a_name_the_child_uses(tmp_path):
 
 def test_parent_local_would_clobber_child_local(tmp_path):
     child = HEADER + (
-        "    def forward(self, x):\n"
-        "        y = 3\n"
-        "        out = super().forward(x)\n"
-        "        return out + y\n"
+        "    def forward(self, x):\n        y = 3\n        out = super().forward(x)\n        return out + y\n"
     )
     expect_error(tmp_path, child, 7, "would overwrite the child's local(s) ['y']")
 
@@ -126,9 +123,7 @@ def test_positional_binding_follows_the_parent_signature(tmp_path):
 
 
 def test_parent_locals_left_unused_by_the_child_are_dropped(tmp_path):
-    parent = PARENT.replace(
-        "        self.scale = scale\n", "        width = scale * 2\n        self.scale = width\n"
-    )
+    parent = PARENT.replace("        self.scale = scale\n", "        width = scale * 2\n        self.scale = width\n")
     child = HEADER + "    def __init__(self, config):\n        super().__init__(config)\n        self.scale = 3.0\n"
     (tmp_path / "generated" / "llama").mkdir(parents=True)
     text = convert(tmp_path, child, parent)[tmp_path / "generated/qwen2/modeling_qwen2.py"]

@@ -8,8 +8,8 @@ Regenerate the expected files after a deliberate change with `UPDATE_GOLDEN=1 py
 import os
 
 import pytest
-
 from golden_tree import CASES, GOLDEN, convert_tree, import_generated, scenario
+
 from modbuild.runtime import load_modular
 
 

@@ -78,7 +78,11 @@ def test_order_puts_definitions_before_module_level_use():
     def unit(uid, name, eager, key):
         return OutUnit((name,), cst.parse_statement(f"{name} = 1"), frozenset(eager), frozenset(eager), key, uid=uid)
 
-    base, child, late = unit(1, "Base", [], (0, 5, 0)), unit(2, "Child", ["Base"], (0, 1, 0)), unit(3, "X", [], (0, 9, 0))
+    base, child, late = (
+        unit(1, "Base", [], (0, 5, 0)),
+        unit(2, "Child", ["Base"], (0, 1, 0)),
+        unit(3, "X", [], (0, 9, 0)),
+    )
     assert [u.names[0] for u in order([late, child, base])] == ["Base", "Child", "X"]
 
 

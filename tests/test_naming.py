@@ -26,8 +26,14 @@ def test_identifier_segments(name, expected):
 
 @pytest.mark.parametrize(
     "value, expected",
-    [("llama", "qwen2"), ("llama.", "qwen2."), ("LlamaModel", "Qwen2Model"), ("llama3", "llama3"),
-     ("model.layers.0", "model.layers.0"), ("a llama walks", "a llama walks")],
+    [
+        ("llama", "qwen2"),
+        ("llama.", "qwen2."),
+        ("LlamaModel", "Qwen2Model"),
+        ("llama3", "llama3"),
+        ("model.layers.0", "model.layers.0"),
+        ("a llama walks", "a llama walks"),
+    ],
 )
 def test_string_constants_only_when_key_like(value, expected):
     assert LLAMA_TO_QWEN2.string(value) == expected

@@ -73,7 +73,11 @@ class Namespace:
         for unit in self.child.units:
             if not isinstance(unit.node, cst.ClassDef):
                 continue
-            bases = {a.value.value for a in unit.node.bases if m.matches(a.value, m.Name()) and a.value.value in self.imports.symbols}
+            bases = {
+                a.value.value
+                for a in unit.node.bases
+                if m.matches(a.value, m.Name()) and a.value.value in self.imports.symbols
+            }
             code = cst.Module([]).code_for_node(unit.node) if bases else ""
             if any(f"{base}." in code for base in bases):  # matchers are slow: look only where it can be
                 found += [c.func.value.value for c in m.findall(unit.node, call) if c.func.value.value in bases]
@@ -159,7 +163,9 @@ class Namespace:
         for arg, (parent, original) in found:
             located = parent.find(original)
             if located is None or not isinstance(located[0].node, cst.ClassDef):
-                raise ConvertError(self.child.path, unit.line, f"'{original}' is not a class of model '{parent.model}'")
+                raise ConvertError(
+                    self.child.path, unit.line, f"'{original}' is not a class of model '{parent.model}'"
+                )
             parents.append(self._renamed_class(parent, *located))
         members = [Member(mem.key, mem.node, self._out(mem.deps)) for mem in unit.members]
         own = {cst.Module([]).code_for_node(arg.value) for arg, _ in found}

@@ -51,7 +51,10 @@ def render(
     ordered = order(units)
     body = [_code(u.node).strip() for u in ordered]
     public = [
-        n for u in ordered if isinstance(u.node, cst.ClassDef) for n in u.names
+        n
+        for u in ordered
+        if isinstance(u.node, cst.ClassDef)
+        for n in u.names
         if n.startswith(public_prefix) and not n.startswith("_")
     ]
     if public:
@@ -69,7 +72,9 @@ def ruff_format(code: str, filename: str = "generated.py") -> str:
     for step in steps:
         proc = subprocess.run(
             ["ruff", *step, *_RUFF_ARGS, "--stdin-filename", filename, "-"],
-            input=code, capture_output=True, text=True,
+            input=code,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise FormatError(f"ruff {step[0]} failed on {filename}: {proc.stderr.strip()}")

@@ -56,7 +56,9 @@ class ClassMerger:
     def error(self, node: cst.CSTNode) -> Callable[[str], ConvertError]:
         return lambda message: ConvertError(self.path, self.line_of(node), message)
 
-    def merge(self, child: cst.ClassDef, child_members: list[Member], parents: list[ParentClass], own: set[str]) -> Merged:
+    def merge(
+        self, child: cst.ClassDef, child_members: list[Member], parents: list[ParentClass], own: set[str]
+    ) -> Merged:
         """Merge `child` over `parents` (first base wins); `own` are the child's names for its merged bases."""
         self.deleted = []
         members = list(parents[-1].members)
@@ -81,7 +83,12 @@ class ClassMerger:
         bases: list[cst.Arg] = []
         merged = iter(parents)
         for arg in child.bases:
-            if isinstance(arg.value, cst.Name) and arg.value.value in own or m.matches(arg.value, m.Attribute()) and _code(arg.value) in own:
+            if (
+                isinstance(arg.value, cst.Name)
+                and arg.value.value in own
+                or m.matches(arg.value, m.Attribute())
+                and _code(arg.value) in own
+            ):
                 bases += next(merged).node.bases
             else:
                 bases.append(arg)
@@ -97,7 +104,9 @@ class ClassMerger:
         used: set[str] = set()
         out = []
         # As in Python, a child property replaces the parent's property whole: its setter goes too.
-        dropped = {f"{key}.{part}" for key, mem in by_key.items() if _is_property(mem.node) for part in ("setter", "deleter")}
+        dropped = {
+            f"{key}.{part}" for key, mem in by_key.items() if _is_property(mem.node) for part in ("setter", "deleter")
+        }
         for mem in parent:
             if mem.key in dropped and mem.key not in by_key:
                 continue
@@ -126,7 +135,9 @@ class ClassMerger:
             node = _inherit_function_parts(node, parent.node)
         return Member(child.key, node, frozenset(deps))
 
-    def _unroll(self, fn: cst.FunctionDef, inherited: dict[str, Member], deps: set[str]) -> tuple[cst.FunctionDef, set[str]]:
+    def _unroll(
+        self, fn: cst.FunctionDef, inherited: dict[str, Member], deps: set[str]
+    ) -> tuple[cst.FunctionDef, set[str]]:
         body: list[tuple[cst.BaseStatement, bool]] = []  # (statement, came from an inlined parent body)
         for stmt in fn.body.body:
             found = supercall.statement_call(stmt)
@@ -177,11 +188,15 @@ class ClassMerger:
         used = supercall.names_in(nodes).self_attrs if self.deleted else set()
         for attr, stmt in self.deleted:
             if attr in used:
-                raise self.error(stmt)(f"`del self.{attr}` removes the parent's attribute, but self.{attr} is still used")
+                raise self.error(stmt)(
+                    f"`del self.{attr}` removes the parent's attribute, but self.{attr} is still used"
+                )
 
 
 def _is_property(node: cst.BaseStatement) -> bool:
-    return isinstance(node, cst.FunctionDef) and any(m.matches(d.decorator, m.Name("property")) for d in node.decorators)
+    return isinstance(node, cst.FunctionDef) and any(
+        m.matches(d.decorator, m.Name("property")) for d in node.decorators
+    )
 
 
 def _code(node: cst.CSTNode) -> str:
@@ -206,8 +221,20 @@ def _inherit_function_parts(child: cst.FunctionDef, parent: cst.FunctionDef) -> 
     return child.with_changes(**changes) if changes else child
 
 
-_PURE = (cst.Name, cst.Attribute, cst.Integer, cst.Float, cst.SimpleString, cst.BinaryOperation,
-         cst.UnaryOperation, cst.Comparison, cst.BooleanOperation, cst.Tuple, cst.List, cst.Subscript)
+_PURE = (
+    cst.Name,
+    cst.Attribute,
+    cst.Integer,
+    cst.Float,
+    cst.SimpleString,
+    cst.BinaryOperation,
+    cst.UnaryOperation,
+    cst.Comparison,
+    cst.BooleanOperation,
+    cst.Tuple,
+    cst.List,
+    cst.Subscript,
+)
 
 
 class _AllNames(cst.CSTVisitor):

@@ -69,7 +69,11 @@ class _Rename(cst.CSTTransformer):
 
 
 def rename_node(
-    node: cst.CSTNode, renamer: Renamer, keep: Collection[str] = (), text: str | None = None, members: list | None = None
+    node: cst.CSTNode,
+    renamer: Renamer,
+    keep: Collection[str] = (),
+    text: str | None = None,
+    members: list | None = None,
 ) -> cst.CSTNode:
     """Rename a parent's node for the child: identifiers, key-like strings, docstrings and comments.
 
@@ -78,7 +82,11 @@ def rename_node(
     if renamer.old == renamer.new:
         return node
     if isinstance(node, cst.ClassDef) and isinstance(node.body, cst.IndentedBlock):
-        texts = [m.text for m in members] if members and len(members) == len(node.body.body) else [None] * len(node.body.body)
+        texts = (
+            [m.text for m in members]
+            if members and len(members) == len(node.body.body)
+            else [None] * len(node.body.body)
+        )
         body = [_visit(stmt, renamer, keep, t) for stmt, t in zip(node.body.body, texts)]
         header = node.with_changes(body=node.body.with_changes(body=[]))
         return _visit(header, renamer, keep).with_changes(body=node.body.with_changes(body=body))

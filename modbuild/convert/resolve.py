@@ -132,7 +132,9 @@ def child_prefix(child: SourceModule, imports: ParentImports, model: str) -> tup
     return Prefix.from_model(model, camels[0] if camels else None), parent_prefixes
 
 
-def load_parents(child: SourceModule, model: str, layout: Layout, read=None) -> tuple[Prefix, list[Parent], ParentImports]:
+def load_parents(
+    child: SourceModule, model: str, layout: Layout, read=None
+) -> tuple[Prefix, list[Parent], ParentImports]:
     """Resolve and parse every parent module the child imports (each parsed once per process)."""
     imports = find_parent_imports(child, layout)
     prefix, parent_prefixes = child_prefix(child, imports, model)
@@ -143,7 +145,9 @@ def load_parents(child: SourceModule, model: str, layout: Layout, read=None) -> 
             continue
         if not exists(layout.parent_file(parent_model, kind)):
             path = layout.parent_file(parent_model, kind)
-            raise ConvertError(child.path, line, f"parent module {path} does not exist (convert '{parent_model}' first)")
+            raise ConvertError(
+                child.path, line, f"parent module {path} does not exist (convert '{parent_model}' first)"
+            )
         pp = parent_prefixes[parent_model]
         parent = parents[parent_model] = Parent(parent_model, pp, Renamer(pp, prefix), {})
         # Both files of a parent: its modeling file imports its config class from the sibling file.

@@ -13,8 +13,16 @@ import ast
 import symtable
 from dataclasses import dataclass, field
 
-_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
-           ast.GeneratorExp)
+_SCOPES = (
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Lambda,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+)
 
 
 @dataclass
@@ -79,8 +87,9 @@ def _table_reads(table: symtable.SymbolTable) -> set[str]:
     """Global reads inside a scope and every scope nested in it."""
     reads = {s.get_name() for s in table.get_symbols() if s.is_referenced() and s.is_global()}
     if table.get_type() == "class":  # class bodies look unassigned names up in the globals
-        reads |= {s.get_name() for s in table.get_symbols() if s.is_referenced() and not s.is_assigned()
-                  and not s.is_free()}
+        reads |= {
+            s.get_name() for s in table.get_symbols() if s.is_referenced() and not s.is_assigned() and not s.is_free()
+        }
     for child in table.get_children():
         reads |= _table_reads(child)
     return reads

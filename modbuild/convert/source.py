@@ -151,6 +151,7 @@ def is_sibling_import(stmt: cst.BaseSmallStatement) -> bool:
     """`from .configuration_llama import LlamaConfig`: the same model's other generated file."""
     return isinstance(stmt, cst.ImportFrom) and len(stmt.relative) == 1
 
+
 def _imported_names(module: cst.Module) -> frozenset[str]:
     """Names bound by imports anywhere at module level, try/except fallbacks included."""
     names: set[str] = set()

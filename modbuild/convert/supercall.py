@@ -140,7 +140,9 @@ class Binding:
     adopt_signature: bool = False
 
 
-def bind(call: cst.Call, parent: cst.FunctionDef, child: cst.FunctionDef, err: Callable[[str], ConvertError]) -> Binding:
+def bind(
+    call: cst.Call, parent: cst.FunctionDef, child: cst.FunctionDef, err: Callable[[str], ConvertError]
+) -> Binding:
     params = parent.params
     positional = [*params.posonly_params, *params.params][0 if _is_static(parent) else 1 :]
     by_name = {p.name.value: p for p in (*positional, *params.kwonly_params)}
@@ -180,7 +182,9 @@ def bind(call: cst.Call, parent: cst.FunctionDef, child: cst.FunctionDef, err: C
     if extra_pos:
         out.values[star] = cst.Tuple([cst.Element(a.value) for a in extra_pos])
     if extra_kw:
-        out.values[star_kw] = cst.Dict([cst.DictElement(cst.SimpleString(f'"{a.keyword.value}"'), a.value) for a in extra_kw])
+        out.values[star_kw] = cst.Dict(
+            [cst.DictElement(cst.SimpleString(f'"{a.keyword.value}"'), a.value) for a in extra_kw]
+        )
     _fill_defaults(out, positional, params, star, star_kw, err)
     return out
 
@@ -244,7 +248,9 @@ def inline(
             renames[param] = value  # `super().f(y)` for `def f(self, x)`: the body reads y
             continue
         if param in needed | visible:
-            raise err(f"cannot bind the parent's parameter '{param}' to `{_code(value)}`: '{param}' means something else in the child method")
+            raise err(
+                f"cannot bind the parent's parameter '{param}' to `{_code(value)}`: '{param}' means something else in the child method"
+            )
         prelude.append(cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(cst.Name(param))], value)]))
     clobbered = (parent_names.stored - set(binding.values)) & needed - {"self", "cls"}
     if clobbered:

@@ -85,7 +85,10 @@ def compare(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record) -> None
         theirs = theirs.T if mapping.action == "transpose" else theirs
         own = mine.grads.get(mapping.target_name, np.zeros_like(theirs))
         if mapping.source_name in pad_rows:  # HF's Embedding(padding_idx) never updates the pad row
-            own, theirs = np.delete(own, pad_rows[mapping.source_name], 0), np.delete(theirs, pad_rows[mapping.source_name], 0)
+            own, theirs = (
+                np.delete(own, pad_rows[mapping.source_name], 0),
+                np.delete(theirs, pad_rows[mapping.source_name], 0),
+            )
         rel = max_rel(own, theirs)
         if rel >= worst:
             worst, worst_name = rel, mapping.target_name
@@ -98,10 +101,14 @@ def compare(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record) -> None
 
 def compare_decoding(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record, new_tokens: int = 8) -> None:
     prompt = left_padded_batch(TINY["vocab_size"])["input_ids"][1:2]
-    expected = net.generate(torch.tensor(prompt), max_new_tokens=new_tokens, do_sample=False, min_new_tokens=new_tokens)
+    expected = net.generate(
+        torch.tensor(prompt), max_new_tokens=new_tokens, do_sample=False, min_new_tokens=new_tokens
+    )
     expected = expected[0, prompt.shape[1] :].tolist()
     got = greedy(ours, prompt, new_tokens)
-    record.metrics["decode_mismatch"] = float(sum(a != b for a, b in zip(got, expected)) + abs(len(got) - len(expected)))
+    record.metrics["decode_mismatch"] = float(
+        sum(a != b for a, b in zip(got, expected)) + abs(len(got) - len(expected))
+    )
 
 
 def check_hf(model: str, modeling=None) -> Record:

@@ -36,7 +36,9 @@ def check_modular(root: Path, model: str) -> Record:
     ours, reference = build_pair(root, model)
     shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
     ref_shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    mismatched = sorted(set(shapes) ^ set(ref_shapes)) + sorted(k for k in shapes if k in ref_shapes and shapes[k] != ref_shapes[k])
+    mismatched = sorted(set(shapes) ^ set(ref_shapes)) + sorted(
+        k for k in shapes if k in ref_shapes and shapes[k] != ref_shapes[k]
+    )
     record.metrics["state_dict"] = float(len(mismatched))
     if mismatched:
         record.notes.append(f"state dicts differ: {mismatched[:5]}")

@@ -89,7 +89,9 @@ def check_paddlenlp(model: str) -> Record:
         theirs = _logits(reference, batch)
     except Exception as exc:  # the reference itself is broken here: nothing to compare against, said so
         record.bounds = {}
-        record.notes.append(f"PaddleNLP's {sp.paddlenlp_class} fails on this machine: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}")
+        record.notes.append(
+            f"PaddleNLP's {sp.paddlenlp_class} fails on this machine: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
+        )
         return record
     record.metrics["logits"] = max_abs(_logits(ours, batch)[real], theirs[real])
     return record

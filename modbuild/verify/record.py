@@ -27,7 +27,11 @@ class Record:
         return all(self.metrics.get(k, float("inf")) <= bound for k, bound in self.bounds.items())
 
     def failures(self) -> list[str]:
-        return [f"{k} = {self.metrics.get(k)!r} > {b}" for k, b in self.bounds.items() if not self.metrics.get(k, float("inf")) <= b]
+        return [
+            f"{k} = {self.metrics.get(k)!r} > {b}"
+            for k, b in self.bounds.items()
+            if not self.metrics.get(k, float("inf")) <= b
+        ]
 
     def to_json(self) -> dict:
         return {**asdict(self), "passed": self.passed, "applicable": self.applicable}

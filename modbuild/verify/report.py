@@ -32,7 +32,9 @@ def save(root: Path, record: Record) -> None:
     with open(reports / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         records = [json.loads(p.read_text()) for p in sorted((reports / "checks").glob("*.json"))]
-        atomic_write(reports / "verify.json", json.dumps({"versions": versions(), "records": records}, indent=1) + "\n")
+        atomic_write(
+            reports / "verify.json", json.dumps({"versions": versions(), "records": records}, indent=1) + "\n"
+        )
         atomic_write(reports / "verify.md", markdown(records))
 
 
@@ -66,8 +68,19 @@ def markdown(records: list[dict]) -> str:
         decode = None if "decode_mismatch" not in h else ("same" if not h["decode_mismatch"] else "differs")
         status = ", ".join(f"{c} {_status(r)}" for c, r in sorted(checks.items()))
         params = int(m.get("params") or h.get("params") or 0) or None
-        cells = [model, params, modular, h.get("logits"), h.get("loss"), h.get("grads_rel"), decode,
-                 p.get("logits"), t.get("logits"), t.get("grads_rel"), status]
+        cells = [
+            model,
+            params,
+            modular,
+            h.get("logits"),
+            h.get("loss"),
+            h.get("grads_rel"),
+            decode,
+            p.get("logits"),
+            t.get("logits"),
+            t.get("grads_rel"),
+            status,
+        ]
         lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     notes = [f"- {r['model']}:{r['check']}: {n}" for r in records for n in r["notes"] if not n.startswith("largest")]
     traces = [f"- {r['model']}:{r['check']}: first diverging layer {r['trace'][0]}" for r in records if r.get("trace")]

@@ -21,7 +21,9 @@ def _first_array(output) -> np.ndarray | None:
     return output.numpy() if hasattr(output, "numpy") else None
 
 
-def module_pairs(param_pairs: list[tuple[str, str]], ours_modules: set[str], their_modules: set[str]) -> dict[str, str]:
+def module_pairs(
+    param_pairs: list[tuple[str, str]], ours_modules: set[str], their_modules: set[str]
+) -> dict[str, str]:
     """Our module path -> theirs, from parameter pairs and their parents with equal trailing names."""
     pairs: dict[str, str] = {}
     for mine, theirs in param_pairs:
@@ -42,9 +44,11 @@ def _record_paddle(model: paddle.nn.Layer, names: set[str], store: dict, order: 
     hooks = []
     for name, layer in model.named_sublayers():
         if name in names:
+
             def hook(layer, inputs, output, name=name):
                 store.setdefault(name, _first_array(output))
                 order.append(name)
+
             hooks.append(layer.register_forward_post_hook(hook))
     return hooks
 
@@ -53,8 +57,10 @@ def _record_torch(model, names: set[str], store: dict) -> list:
     hooks = []
     for name, module in model.named_modules():
         if name in names:
+
             def hook(module, inputs, output, name=name):  # must return None, or torch replaces the output
                 store.setdefault(name, _first_array(output))
+
             hooks.append(module.register_forward_hook(hook))
     return hooks
 
@@ -96,9 +102,14 @@ def _trace_hf(model: str, modeling, bound: float) -> list[dict]:
     ours = cls(cls.config_class(**{**TINY, **sp.config}))
     state = {k: v.numpy() for k, v in net.state_dict().items()}
     mappings = cls._get_name_mappings(ours.config)
-    ours.set_state_dict({m.target_name: state[m.source_name].T if m.action == "transpose" else state[m.source_name] for m in mappings})
-    pairs = module_pairs([(m.target_name, m.source_name) for m in mappings],
-                         {n for n, _ in ours.named_sublayers()}, {n for n, _ in net.named_modules()})
+    ours.set_state_dict(
+        {m.target_name: state[m.source_name].T if m.action == "transpose" else state[m.source_name] for m in mappings}
+    )
+    pairs = module_pairs(
+        [(m.target_name, m.source_name) for m in mappings],
+        {n for n, _ in ours.named_sublayers()},
+        {n for n, _ in net.named_modules()},
+    )
     batch = left_padded_batch(TINY["vocab_size"])
     mine, theirs, order = {}, {}, []
     hooks = _record_paddle(ours, set(pairs), mine, order) + _record_torch(net, set(pairs.values()), theirs)
