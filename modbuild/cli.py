@@ -21,8 +21,8 @@ import networkx as nx
 
 from modbuild.atomic import atomic_write
 from modbuild.convert import ConvertError, Layout, convert_file, model_of
-from modbuild.convert.emit import is_hand_edited
 from modbuild.graph import GraphError, parent_of_import
+from modbuild.header import is_hand_edited
 
 
 def _layout(files: list[Path], root: Path | None, out: Path | None, package: str) -> Layout:

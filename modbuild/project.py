@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 CONVERTER_SOURCES = sorted(
     str(p)
     for p in Path(__file__).resolve().parent.rglob("*.py")
-    if p.parent.name == "convert" or p.name == "naming.py"
+    if p.parent.name == "convert" or p.name in ("naming.py", "header.py")
 )
 
 

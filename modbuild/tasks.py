@@ -7,7 +7,6 @@ copy. `doit convert --force` (or `MODBUILD_FORCE=1`) regenerates it anyway.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -21,24 +20,13 @@ from doit.tools import config_changed
 
 from modbuild.atomic import atomic_write
 from modbuild.graph import GraphError, to_dot
+from modbuild.header import is_hand_edited
 from modbuild.lock import hold_project_lock
 from modbuild.project import CONVERTER_SOURCES, Project
 
 PACKAGE_INIT = '"""Generated model package: see the modular file for the source."""\n'
 
-# The converter (libcst) is imported only inside actions: importing it costs ~0.45 s, which every
-# no-op `doit` run would otherwise pay. `is_hand_edited` below is therefore a copy of
-# modbuild.convert.emit.is_hand_edited (tests/test_build.py checks that the two agree).
-_HASH_MARK = "# content-hash: sha256:"
-
-
-def is_hand_edited(text: str) -> bool:
-    """True if a generated file's body no longer matches the hash in its header."""
-    _, sep, rest = text.partition(_HASH_MARK)
-    if not sep:
-        return True
-    recorded, _, body = rest.partition("\n")
-    return recorded.strip() != hashlib.sha256(body.encode()).hexdigest()[:32]
+# The converter (libcst, ~0.45 s to import) is imported only inside actions, so no-op runs stay fast.
 
 
 def _edited(paths) -> list[Path]:

@@ -31,6 +31,7 @@ from synthetic import (
 
 from modbuild import tasks
 from modbuild.atomic import atomic_write
+from modbuild.header import is_hand_edited
 from modbuild.project import Project
 
 DESCENDANTS = {"base": {"base", "child1", "grand", "child2"}, "child1": {"child1", "grand"}, "grand": {"grand"}}
@@ -236,7 +237,7 @@ def test_hand_edit_fails_the_build_and_keeps_children(built):
     result = assert_ok(doit(built, "convert", "--force"))
     assert converted(result.stdout) == {"child1", "grand"}
     assert f"{hand}: overwriting a hand edit" in result.stderr
-    assert "+ 200" in hand.read_text() and not tasks.is_hand_edited(hand.read_text())
+    assert "+ 200" in hand.read_text() and not is_hand_edited(hand.read_text())
     assert executed(assert_ok(doit(built, "convert")).stdout) == []
 
 
@@ -247,16 +248,6 @@ def test_hand_edit_alone_is_detected_and_force_by_environment(built):
     assert result.returncode != 0 and str(hand) in result.stderr
     result = assert_ok(doit(built, "convert", env={"MODBUILD_FORCE": "1"}))
     assert converted(result.stdout) == {"base"} and "scale=1" in hand.read_text()
-
-
-def test_is_hand_edited_matches_the_converter():
-    from modbuild.convert.emit import is_hand_edited, with_header
-
-    good = with_header("x = 1\n", ["modular/a/modular_a.py", "generated/b/modeling_b.py"])
-    samples = [good, good.replace("x = 1", "x = 2"), good + "\n", "x = 1\n", "", good.replace("sha256:", "sha256: ")]
-    for text in samples:
-        assert tasks.is_hand_edited(text) == is_hand_edited(text), text
-    assert not tasks.is_hand_edited(good) and tasks.is_hand_edited(samples[1])
 
 
 # --- doit check --------------------------------------------------------------------------------------------------

@@ -7,11 +7,12 @@ import libcst as cst
 
 from modbuild.convert import supercall
 from modbuild.convert.collect import OutUnit
-from modbuild.convert.emit import is_hand_edited, order, with_header
+from modbuild.convert.emit import order
 from modbuild.convert.rename import rename_node
 from modbuild.convert.resolve import Layout, find_parent_imports
 from modbuild.convert.scopes import statement_reads
 from modbuild.convert.source import parse_source
+from modbuild.header import is_hand_edited, with_header
 from modbuild.naming import Prefix, Renamer
 
 

@@ -15,9 +15,10 @@ import libcst as cst
 import libcst.matchers as m
 
 from modbuild.convert.collect import Namespace
-from modbuild.convert.emit import render, ruff_format, with_header
+from modbuild.convert.emit import render, ruff_format
 from modbuild.convert.resolve import Layout, load_parents
 from modbuild.convert.source import ConvertError, SourceModule, load_source
+from modbuild.header import with_header
 
 __all__ = ["ConvertError", "Layout", "convert_file", "model_of"]
 
