@@ -128,3 +128,21 @@ def test_parent_locals_left_unused_by_the_child_are_dropped(tmp_path):
     (tmp_path / "generated" / "llama").mkdir(parents=True)
     text = convert(tmp_path, child, parent)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
     assert "width" not in text and "self.scale = 3.0" in text
+
+
+def test_one_name_from_two_parents_needs_the_child_to_choose(tmp_path):
+    for model, camel in (("qwen3", "Qwen3"), ("qwen2_moe", "Qwen2Moe")):
+        path = tmp_path / "generated" / model / f"modeling_{model}.py"
+        path.parent.mkdir(parents=True)
+        path.write_text(f"class {camel}MLP:\n    pass\n\n\nclass {camel}Model:\n    pass\n")
+    child = tmp_path / "modular" / "qwen3_moe" / "modular_qwen3_moe.py"
+    child.parent.mkdir(parents=True)
+    child.write_text(
+        "from generated.qwen3.modeling_qwen3 import Qwen3Model\n"
+        "from generated.qwen2_moe.modeling_qwen2_moe import Qwen2MoeMLP\n\n\n"
+        "class Qwen3MoeModel(Qwen3Model):\n"
+        "    def build(self):\n"
+        "        return Qwen2MoeMLP()\n"
+    )
+    with pytest.raises(ConvertError, match=r":2: 'Qwen2MoeMLP' from qwen2_moe becomes 'Qwen3MoeMLP', which qwen3"):
+        convert_file(child, Layout(tmp_path / "modular", tmp_path / "generated"))

@@ -64,6 +64,7 @@ class Namespace:
         self.child_units, self.child_roots = self._child_units()
         self.child_defs = {n: u for u in self.child_units if not u.is_import for n in u.names}
         self.child_imports = {n: u for u in self.child_units if u.is_import for n in u.names}
+        self._check_unambiguous_imports()
 
     def _explicit_parent_calls(self) -> list[str]:
         """Parent classes called explicitly by a child class that subclasses them, `LlamaAttention.forward(self, x)`:
@@ -128,6 +129,26 @@ class Namespace:
             if not _is_docstring_or_all(stmt):
                 roots.append(self._new((), self._localise(stmt), self._out(deps), (10**6, line)))
         return units, roots
+
+    def _check_unambiguous_imports(self) -> None:
+        """`from generated.qwen2_moe... import Qwen2MoeMLP` in qwen3_moe means qwen2_moe's MLP, renamed
+        `Qwen3MoeMLP`; if qwen3 (imported first) also has a `Qwen3MoeMLP`, one flat file cannot hold both.
+        Bases are fine (the named class is merged); other uses need the child to decide."""
+        used = set().union(*(u.deps for u in self.child.units if not u.is_import and not u.members))
+        used |= {d for u in self.child.units for mem in u.members for d in mem.deps}
+        for local, (model, _) in self.imports.symbols.items():
+            renamed = self.local_map.get(local)
+            if local not in used or renamed is None or renamed in self.child_defs:
+                continue
+            first = next((p for p in self.parents if renamed in p.index), None)
+            if first is not None and first.model != model:
+                line = next(u.line for u in self.child.units if u.is_import and local in u.names)
+                raise ConvertError(
+                    self.child.path,
+                    line,
+                    f"'{local}' from {model} becomes '{renamed}', which {first.model} (imported first) also "
+                    f"defines; define {renamed} in this file to say which one the model uses",
+                )
 
     def _replaced_key(self, names: tuple[str, ...]) -> tuple | None:
         """A child definition that replaces a parent's (`def rotate_half`) takes the parent's place."""
