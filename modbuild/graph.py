@@ -30,6 +30,7 @@ class Model:
     sources: list[Path]
     parents: dict[str, tuple[Path, int]] = field(default_factory=dict)  # parent -> (file, line) of first import
     defines_config: bool = False  # its modular file defines a top-level *Config class
+    error: str | None = None  # `path:line: message` when its imports could not be read
 
 
 def model_sources(model_dir: Path) -> list[Path]:
@@ -72,25 +73,32 @@ def _scan(model: Model, known: set[str]) -> None:
         try:
             tree = ast.parse(path.read_text(), filename=str(path))
         except SyntaxError as exc:
-            raise GraphError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+            model.error = f"{path}:{exc.lineno}: syntax error: {exc.msg}"
+            return
         if path.name == f"modular_{model.name}.py":
             model.defines_config = any(isinstance(n, ast.ClassDef) and n.name.endswith("Config") for n in tree.body)
         for node in _imports(tree.body):
             for parent in parent_of_import(node):
                 if parent not in known:
-                    raise GraphError(f"{path}:{node.lineno}: imports unknown model '{parent}'")
-                if parent != model.name:
+                    model.error = model.error or f"{path}:{node.lineno}: imports unknown model '{parent}'"
+                elif parent != model.name:
                     model.parents.setdefault(parent, (path, node.lineno))
 
 
-def discover(modular_root: Path) -> dict[str, Model]:
-    """All models under `modular_root`, with their parents resolved."""
+def discover(modular_root: Path, strict: bool = True) -> dict[str, Model]:
+    """All models under `modular_root`, with their parents resolved.
+
+    `strict`: a model whose imports cannot be read (syntax error, unknown parent) raises GraphError;
+    otherwise it is kept with its `error`, so the build can fail that model and go on with the others.
+    """
     models = {}
     for model_dir in sorted(p for p in modular_root.iterdir() if p.is_dir()):
         if sources := model_sources(model_dir):
             models[model_dir.name] = Model(model_dir.name, sources)
     for model in models.values():
         _scan(model, set(models))
+        if strict and model.error:
+            raise GraphError(model.error)
     return models
 
 
@@ -109,8 +117,8 @@ def build_graph(models: dict[str, Model]) -> nx.DiGraph:
     raise GraphError(f"import cycle: {' -> '.join(names)} ({where})")
 
 
-def load(modular_root: Path) -> tuple[dict[str, Model], nx.DiGraph]:
-    models = discover(modular_root)
+def load(modular_root: Path, strict: bool = True) -> tuple[dict[str, Model], nx.DiGraph]:
+    models = discover(modular_root, strict)
     return models, build_graph(models)
 
 

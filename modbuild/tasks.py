@@ -46,6 +46,9 @@ def convert_model(root: str, model: str, force: bool = False) -> bool:
     from modbuild.convert import ConvertError, convert_file
 
     project = Project(Path(root))
+    if error := project.models[model].error:
+        print(error, file=sys.stderr)
+        return False
     force = force or os.environ.get("MODBUILD_FORCE") == "1"
     edited = _edited(project.outputs(model))
     if edited and not force:
@@ -262,6 +265,8 @@ def dodo_namespace(root: Path, verify: bool = True) -> dict:
             "dep_file": str(root / ".doit.db.json"),
             "default_tasks": ["convert", "render_graph"] + (["verify"] if verify else []),
             "verbosity": 1,
+            # A model that fails to convert must not stop the models that do not depend on it.
+            "continue": True,
         },
         "task_convert": task_convert,
         "task_check": task_check,
