@@ -168,6 +168,44 @@ def _max_rel(a: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(a - ref).max() / max(float(np.abs(ref).max()), 1e-12))
 
 
+def _load_split(model, full_state: dict[str, np.ndarray], actions: dict) -> int:
+    """Load this rank's split of the full checkpoint; every split must match the TP layer it feeds."""
+    import paddle
+
+    local_state = model.state_dict()
+    if set(local_state) != set(full_state):
+        raise AssertionError(f"TP/reference state dicts differ: {sorted(set(local_state) ^ set(full_state))}")
+    split = 0
+    for name, tensor in local_state.items():
+        value = actions[name](full_state[name]) if name in actions else full_state[name]
+        if list(value.shape) != list(tensor.shape):
+            raise AssertionError(f"{name}: split checkpoint shape {list(value.shape)} != TP param {tensor.shape}")
+        expect_split = _split_axis(list(tensor.shape), list(full_state[name].shape)) is not None
+        if expect_split != (name in actions):
+            raise AssertionError(f"{name}: TP layer split={expect_split} but the TP mappings say {name in actions}")
+        tensor.set_value(paddle.to_tensor(value))
+        split += expect_split
+    return split
+
+
+def _gathered_grads(model, reference, group) -> tuple[dict[str, np.ndarray], str | None, float]:
+    """This rank's gradients gathered to full shape, and the worst relative error against the reference."""
+    ref_params = dict(reference.named_parameters())
+    grads, worst, grad_max_rel = {}, None, 0.0
+    for name, param in model.named_parameters():
+        if param.grad is None and ref_params[name].grad is None:
+            continue  # an expert no token was routed to, in both runs
+        if param.grad is None or ref_params[name].grad is None:
+            raise AssertionError(f"{name}: a gradient in only one of the TP and single-process models")
+        ref_grad = ref_params[name].grad.numpy()
+        axis = _split_axis(list(param.shape), list(ref_grad.shape))
+        grads[name] = grad = param.grad.numpy() if axis is None else _gather(param.grad, group, axis)
+        rel = _max_rel(grad, ref_grad)
+        if worst is None or rel > grad_max_rel:
+            worst, grad_max_rel = name, rel
+    return grads, worst, grad_max_rel
+
+
 def _run_case(case: Case, hcg) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]:
     import paddle
     from paddle.distributed.fleet.utils.sequence_parallel_utils import register_sequence_parallel_allreduce_hooks
@@ -175,7 +213,6 @@ def _run_case(case: Case, hcg) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]
     from modbuild.verify.specs import spec
 
     group = hcg.get_model_parallel_group()
-    rank = hcg.get_model_parallel_rank()
     model_cls = _model_class(case.model)
     config_cls = model_cls.config_class
     # The same tiny per-model config as the other verify checks (MoE sizes, head_dim, windows).
@@ -190,47 +227,19 @@ def _run_case(case: Case, hcg) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]
     tp_config = config_cls(
         **kwargs,
         tensor_parallel_degree=TP_DEGREE,
-        tensor_parallel_rank=rank,
+        tensor_parallel_rank=hcg.get_model_parallel_rank(),
         sequence_parallel=case.sequence_parallel,
     )
     model = model_cls(tp_config)
     model.eval()
     actions = model_cls.get_tensor_parallel_convert_actions(tp_config, list(full_state), is_split=True)
-    local_state = model.state_dict()
-    if set(local_state) != set(full_state):
-        raise AssertionError(f"TP/reference state dicts differ: {sorted(set(local_state) ^ set(full_state))}")
-    split_names = []
-    for name, tensor in local_state.items():
-        value = actions[name](full_state[name]) if name in actions else full_state[name]
-        if list(value.shape) != list(tensor.shape):
-            raise AssertionError(f"{name}: split checkpoint shape {list(value.shape)} != TP param {tensor.shape}")
-        expect_split = _split_axis(list(tensor.shape), list(full_state[name].shape)) is not None
-        if expect_split != (name in actions):
-            raise AssertionError(f"{name}: TP layer split={expect_split} but the TP mappings say {name in actions}")
-        tensor.set_value(paddle.to_tensor(value))
-        split_names += [name] * expect_split
+    split = _load_split(model, full_state, actions)
     if case.sequence_parallel:
         register_sequence_parallel_allreduce_hooks(model, accumulation_steps=1, fuse_sequence_parallel_allreduce=False)
 
-    vocab = TINY["vocab_size"]
-    ref_logits, ref_loss = _forward_backward(reference, None, vocab)
-    tp_logits, tp_loss = _forward_backward(model, group, vocab)
-
-    ref_params = dict(reference.named_parameters())
-    grads, worst, grad_max_rel = {}, None, 0.0
-    for name, param in model.named_parameters():
-        if param.grad is None and ref_params[name].grad is None:
-            continue  # an expert no token was routed to, in both runs
-        if param.grad is None or ref_params[name].grad is None:
-            raise AssertionError(f"{name}: a gradient in only one of the TP and single-process models")
-        ref_grad = ref_params[name].grad.numpy()
-        axis = _split_axis(list(param.shape), list(ref_grad.shape))
-        grad = param.grad.numpy() if axis is None else _gather(param.grad, group, axis)
-        grads[name] = grad
-        rel = _max_rel(grad, ref_grad)
-        if worst is None or rel > grad_max_rel:
-            worst, grad_max_rel = name, rel
-
+    ref_logits, ref_loss = _forward_backward(reference, None, TINY["vocab_size"])
+    tp_logits, tp_loss = _forward_backward(model, group, TINY["vocab_size"])
+    grads, worst, grad_max_rel = _gathered_grads(model, reference, group)
     result = {
         "model": case.model,
         "case": case.spec,
@@ -242,8 +251,8 @@ def _run_case(case: Case, hcg) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]
         "loss_abs": abs(tp_loss - ref_loss),
         "grad_max_rel": grad_max_rel,
         "worst_param": worst,
-        "split_params": len(split_names),
-        "params": len(local_state),
+        "split_params": split,
+        "params": len(full_state),
     }
     result["passed"] = (
         result["logits_max_abs"] <= LOGITS_TOL and result["loss_abs"] <= LOSS_TOL and grad_max_rel <= GRAD_RTOL
