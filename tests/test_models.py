@@ -8,6 +8,8 @@ import numpy as np
 import paddle
 import pytest
 
+from modbuild.verify.specs import TINY  # rope_theta 50000: a dropped rope_theta shows in the logits
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -23,15 +25,6 @@ PREFIXES = {
 }
 MODELS = list(PREFIXES)
 MOE_MODELS = ["qwen2_moe", "mixtral", "qwen3_moe"]
-TINY = {
-    "vocab_size": 128,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
 # Per-model settings, valid for both our config and HF's. qwen2 and gemma are tied, the others untied.
 CONFIGS = {
     "llama": {"rope_theta": 500000.0},

@@ -61,15 +61,6 @@ GRAD_RTOL = 1e-4  # DESIGN.md §6: relative gradients
 TP_DEGREE = 2
 SEED = 1234
 PARAM_STD = 0.2
-TINY = {
-    "vocab_size": 128,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 64,
-}
 
 
 @dataclass(frozen=True)
@@ -105,6 +96,8 @@ def _model_class(model: str):
 
 def _batch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two rows of 8 tokens, the first left-padded by 3; labels are -100 on padding."""
+    from modbuild.verify.specs import TINY  # imported late: run by file path, the repo joins sys.path in main
+
     rng = np.random.default_rng(0)
     ids = rng.integers(1, TINY["vocab_size"], size=(2, 8)).astype("int64")
     mask = np.ones_like(ids)
@@ -210,7 +203,8 @@ def _run_case(case: Case, hcg) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]
     import paddle
     from paddle.distributed.fleet.utils.sequence_parallel_utils import register_sequence_parallel_allreduce_hooks
 
-    from modbuild.verify.specs import spec
+
+    from modbuild.verify.specs import TINY, spec
 
     group = hcg.get_model_parallel_group()
     model_cls = _model_class(case.model)

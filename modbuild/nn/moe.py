@@ -38,3 +38,44 @@ def load_balancing_loss_func(
     tokens_per_expert = (expert_mask * token_mask[:, None, None]).sum(0) / token_mask.sum()
     router_prob_per_expert = (routing_weights * token_mask[:, None]).sum(0) / token_mask.sum()
     return (tokens_per_expert * router_prob_per_expert.unsqueeze(0)).sum() * num_experts
+
+
+def moe_causal_lm_forward(
+    lm: nn.Layer,
+    base_model: nn.Layer,
+    gates: list[nn.Layer],
+    num_experts: int,
+    labels: paddle.Tensor | None,
+    output_router_logits: bool | None,
+    return_dict: bool | None,
+    **inputs,
+):
+    """An MoE causal LM's forward: the base model's run with the router logits recorded, the logits,
+    and the LM loss plus ``router_aux_loss_coef`` times the load-balancing loss (HF semantics)."""
+    from paddlenlp.transformers.model_outputs import MoECausalLMOutputWithPast
+
+    config = lm.config
+    return_dict = config.return_dict if return_dict is None else return_dict
+    if output_router_logits is None:
+        output_router_logits = config.output_router_logits
+    with record_outputs(gates if output_router_logits else []) as router_logits:
+        outputs = base_model(**inputs, return_dict=True)
+    logits = lm.compute_logits(outputs.last_hidden_state)
+    loss = None if labels is None else lm.compute_loss(logits, labels)
+    aux_loss = None
+    if output_router_logits:
+        mask = inputs.get("attention_mask")
+        mask = None if mask is None else mask[:, -logits.shape[1] :]
+        aux_loss = load_balancing_loss_func(router_logits, num_experts, config.num_experts_per_tok, mask)
+        if loss is not None:
+            loss = loss + config.router_aux_loss_coef * aux_loss
+    router_logits = tuple(router_logits) if output_router_logits else None
+    if not return_dict:
+        return tuple(v for v in (loss, aux_loss, logits, outputs.past_key_values, router_logits) if v is not None)
+    return MoECausalLMOutputWithPast(
+        loss=loss,
+        aux_loss=aux_loss,
+        logits=logits,
+        past_key_values=outputs.past_key_values,
+        router_logits=router_logits,
+    )

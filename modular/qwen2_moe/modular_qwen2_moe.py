@@ -19,7 +19,7 @@ from generated.qwen2.modeling_qwen2 import (
     Qwen2Model,
     Qwen2PretrainedModel,
 )
-from modbuild.nn.moe import load_balancing_loss_func, record_outputs
+from modbuild.nn.moe import moe_causal_lm_forward
 
 
 class Qwen2MoeConfig(Qwen2Config):
@@ -168,38 +168,19 @@ class Qwen2MoeForCausalLM(Qwen2ForCausalLM):
         return_dict: bool | None = None,
     ) -> MoECausalLMOutputWithPast | tuple:
         """``output_router_logits`` (default: the config's) also returns the router logits and adds the aux loss."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        if output_router_logits is None:
-            output_router_logits = self.config.output_router_logits
         gates = [layer.mlp.gate for layer in self.qwen2_moe.layers if isinstance(layer.mlp, Qwen2MoeSparseMoeBlock)]
-        with record_outputs(gates if output_router_logits else []) as router_logits:
-            outputs = self.qwen2_moe(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=past_key_values,
-                inputs_embeds=inputs_embeds,
-                use_cache=use_cache,
-                return_dict=True,
-            )
-        logits = self.compute_logits(outputs.last_hidden_state)
-        loss = None if labels is None else self.compute_loss(logits, labels)
-        aux_loss = None
-        if output_router_logits:
-            mask = None if attention_mask is None else attention_mask[:, -logits.shape[1] :]
-            aux_loss = load_balancing_loss_func(
-                router_logits, self.config.num_experts, self.config.num_experts_per_tok, mask
-            )
-            if loss is not None:
-                loss = loss + self.config.router_aux_loss_coef * aux_loss
-        router_logits = tuple(router_logits) if output_router_logits else None
-        if not return_dict:
-            outs = (loss, aux_loss, logits, outputs.past_key_values, router_logits)
-            return tuple(v for v in outs if v is not None)
-        return MoECausalLMOutputWithPast(
-            loss=loss,
-            aux_loss=aux_loss,
-            logits=logits,
-            past_key_values=outputs.past_key_values,
-            router_logits=router_logits,
+        return moe_causal_lm_forward(
+            self,
+            self.qwen2_moe,
+            gates,
+            self.config.num_experts,
+            labels,
+            output_router_logits,
+            return_dict,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
         )
