@@ -14,7 +14,9 @@ from modbuild.verify.record import Record
 CHECKS = ("modular", "hf", "paddlenlp", "tp2")
 
 
-def _run(root: Path, model: str, check: str) -> Record:
+def _run(root: Path | None, model: str, check: str, modeling=None) -> Record:
+    if modeling is not None and check != "hf":
+        raise ValueError("a substitute module can be checked against hf only")
     if check == "modular":
         from modbuild.verify.modular_check import check_modular
 
@@ -22,7 +24,7 @@ def _run(root: Path, model: str, check: str) -> Record:
     if check == "hf":
         from modbuild.verify.hf_check import check_hf
 
-        return check_hf(model)
+        return check_hf(model, modeling)
     if check == "paddlenlp":
         from modbuild.verify.paddlenlp_check import check_paddlenlp
 
@@ -34,18 +36,25 @@ def _run(root: Path, model: str, check: str) -> Record:
     raise ValueError(f"unknown check '{check}' (one of {CHECKS})")
 
 
-def verify(model: str, check: str, modeling=None, root: Path | None = None) -> Record:
-    """Run one check and, when it fails, trace the first diverging layer; `modeling` substitutes the
-    generated module (the mutation tests pass a deliberately broken copy)."""
-    if modeling is None:
-        record = _run(root, model, check)
-    elif check == "hf":
-        from modbuild.verify.hf_check import check_hf
-
-        record = check_hf(model, modeling)
-    else:
-        raise ValueError("a substitute module can be checked against hf only")
-    if check in ("hf", "paddlenlp") and not record.passed and not record.error:
+def verify(
+    model: str,
+    check: str,
+    modeling=None,
+    root: Path | None = None,
+    bounds: dict[str, float] | None = None,
+    trace: bool = False,
+) -> Record:
+    """Run one check; when it fails (or `trace`), trace the first diverging layer. `modeling` substitutes
+    the generated module (the mutation tests pass a deliberately broken copy); `bounds` overrides bounds."""
+    try:
+        record = _run(root, model, check, modeling)
+    except Exception as exc:  # a crash is a failed check with its traceback, never a pass
+        record = Record(model, check, error=f"{type(exc).__name__}: {exc}")
+        traceback.print_exc()
+    for key, value in (bounds or {}).items():
+        if key in record.bounds:
+            record.bounds[key] = value
+    if check in ("hf", "paddlenlp") and record.applicable and not record.error and (trace or not record.passed):
         _trace(record, model, check, modeling)
     return record
 
@@ -63,16 +72,7 @@ def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | Non
     """Run one check, store it in reports/, print a one-line verdict; True if it passed."""
     from modbuild.verify.report import save
 
-    try:
-        record = _run(root, model, check)
-    except Exception as exc:  # a crash is a failed check with its traceback, never a pass
-        record = Record(model, check, error=f"{type(exc).__name__}: {exc}")
-        traceback.print_exc()
-    for key, value in (bounds or {}).items():
-        if key in record.bounds:
-            record.bounds[key] = value
-    if check in ("hf", "paddlenlp") and record.applicable and (trace or not record.passed) and not record.error:
-        _trace(record, model, check)
+    record = verify(model, check, root=root, bounds=bounds, trace=trace)
     save(root, record)
     metrics = ", ".join(f"{k}={v:.2e}" for k, v in record.metrics.items() if k in record.bounds)
     if not record.applicable:
