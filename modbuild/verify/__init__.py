@@ -82,5 +82,6 @@ def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | Non
         verdict += f" ({metrics})"
     print(f"verify:{model}:{check}: {verdict}", file=sys.stderr if not record.passed else sys.stdout)
     for step in record.trace if (trace or not record.passed) else ():
-        print(f"  {step}")
+        where = f"first divergence at {step['layer']}" if "layer" in step else f"after {step['decoder_layer']}"
+        print(f"  {where}: max abs {step['max_abs']:.2e}")
     return record.passed
