@@ -39,6 +39,7 @@ thresholds of DESIGN.md §6: logits ≤ 1e-5 abs, loss ≤ 1e-5 abs, gradients �
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib
 import json
 import os
@@ -47,7 +48,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,13 +108,14 @@ def _batch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ids, mask, np.where(mask == 1, ids, -100)
 
 
-def _randomise(model, seed: int) -> None:
-    """Every parameter ~ N(0, 0.2) (norm weights around 1), from numpy so all ranks agree bit for bit."""
+def _randomise(model, seed: int, norm_mean: float = 1.0) -> None:
+    """Every parameter ~ N(0, 0.2), norm weights around `norm_mean` (1; 0 for Gemma's 1 + w norm), from numpy
+    so all ranks agree bit for bit."""
     import paddle
 
     rng = np.random.default_rng(seed)
     for name, param in model.named_parameters():
-        mean = 1.0 if "norm" in name else 0.0
+        mean = norm_mean if "norm" in name else 0.0
         param.set_value(paddle.to_tensor(rng.normal(mean, PARAM_STD, param.shape).astype("float32")))
 
 
@@ -203,7 +206,6 @@ def _run_case(case: Case, hcg) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]
     import paddle
     from paddle.distributed.fleet.utils.sequence_parallel_utils import register_sequence_parallel_allreduce_hooks
 
-
     from modbuild.verify.specs import TINY, spec
 
     group = hcg.get_model_parallel_group()
@@ -214,7 +216,7 @@ def _run_case(case: Case, hcg) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]
 
     paddle.seed(SEED)
     reference = model_cls(config_cls(**kwargs))
-    _randomise(reference, SEED)
+    _randomise(reference, SEED, spec(case.model).norm_mean)
     reference.eval()
     full_state = {name: tensor.numpy() for name, tensor in reference.state_dict().items()}
 
@@ -447,6 +449,15 @@ def _stop_launch(proc: subprocess.Popen) -> None:
             pass
 
 
+@contextmanager
+def _one_launch_at_a_time() -> Iterator[None]:
+    """Two launches at once (`doit -n 2 verify`) race for the rendezvous and gloo ports; a worker was seen
+    aborting with SIGABRT. One launch keeps both cores busy anyway, so launches take turns."""
+    with open(Path(tempfile.gettempdir()) / "modbuild-tp-launch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _launch(worker_args: list[str], timeout: float, extra_env: Mapping[str, str] | None) -> dict:
     log_dir = Path(tempfile.mkdtemp(prefix="tp_check_"))
     out = log_dir / "result.json"
@@ -463,23 +474,24 @@ def _launch(worker_args: list[str], timeout: float, extra_env: Mapping[str, str]
         "--out",
         str(out),
     ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=_launch_env(extra_env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, killed as a whole on timeout
-    )
-    try:
-        launcher_output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _stop_launch(proc)
-        launcher_output, _ = proc.communicate()
-        raise TPCheckError(
-            f"TP check timed out after {timeout:.0f} s: {' '.join(cmd)}\n{_log_tails(log_dir)}"
-        ) from None
+    with _one_launch_at_a_time():
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=_launch_env(extra_env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group, killed as a whole on timeout
+        )
+        try:
+            launcher_output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop_launch(proc)
+            launcher_output, _ = proc.communicate()
+            raise TPCheckError(
+                f"TP check timed out after {timeout:.0f} s: {' '.join(cmd)}\n{_log_tails(log_dir)}"
+            ) from None
     if proc.returncode != 0 or not out.exists():
         tail = "\n".join(launcher_output.splitlines()[-20:])
         raise TPCheckError(
