@@ -20,7 +20,8 @@ from pathlib import Path
 
 import libcst
 
-from modbuild.convert import Layout, convert_file
+from modbuild.convert import convert_file
+from modbuild.layout import Layout
 from modbuild.convert.source import _cached
 from modbuild.project import Project
 

@@ -1,100 +1,139 @@
-"""`modbuild convert FILE...`: convert modular files of any package tree, without doit.
+"""`modbuild convert PATH...`: convert the modular files of any tree, without doit.
 
-Two layouts are supported:
-- this repository's: `modular/<m>/modular_<m>.py` -> `generated/<m>/`, parents imported from
-  `generated.<p>.modeling_<p>` (`--root` is the directory holding `modular/` and `generated/`);
-- HF transformers': `models/<m>/modular_<m>.py` -> `models/<m>/modeling_<m>.py` beside it, parents
-  imported as `..<p>.modeling_<p>` or `<package>.<p>.modeling_<p>` (`--root models --out models`).
-
-Files are converted parents first, so a parent produced in the same run is used by its children.
-No ML framework is imported: conversion is pure source transformation.
+PATH is a modular file, a model directory, or a whole tree. The layout is read from the tree
+(`modbuild.layout`): this repository's `modular/` + `generated/`, HF transformers' `models/<m>/`, or
+PaddleNLP's `transformers/<m>/`. Models convert parents first (the same import graph doit uses);
+with `-j N`, models whose parents are done convert in parallel. No ML framework is imported.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import networkx as nx
 
-from modbuild.atomic import atomic_write
-from modbuild.convert import ConvertError, Layout, convert_file, model_of
-from modbuild.graph import GraphError, parent_of_import
-from modbuild.header import is_hand_edited
+from modbuild.build import Outcome, build_model
+from modbuild.graph import GraphError, load
+from modbuild.layout import STYLES, Layout, detect
 
 
-def _layout(files: list[Path], root: Path | None, out: Path | None, package: str) -> Layout:
-    if root is None:
-        root = files[0].parent.parent
-        if root.name == "modular":
-            root = root.parent
-    if (root / "modular").is_dir():
-        return Layout(root / "modular", out or root / "generated", package)
-    return Layout(root, out or root, package)  # HF-style: outputs beside the modular files
+def _tree_root(path: Path) -> Path:
+    """The directory holding the model directories (or `modular/`) for a file or directory argument."""
+    if path.is_file():
+        path = path.parent.parent
+    elif (path / f"modular_{path.name}.py").is_file():
+        path = path.parent
+    return path.parent if path.name == "modular" and (path.parent / "generated").is_dir() else path
 
 
-def _order(files: list[Path], package: str) -> list[Path]:
-    """Parents before children, by the models each file imports."""
-    by_model = {model_of(f): f for f in files}
-    graph = nx.DiGraph()
-    graph.add_nodes_from(by_model)
-    for model, path in by_model.items():
-        try:
-            tree = ast.parse(path.read_text(), filename=str(path))
-        except SyntaxError:
-            continue  # the converter reports it with path:line
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                graph.add_edges_from(
-                    (p, model) for p in parent_of_import(node, package) if p in by_model and p != model
-                )
-    try:
-        return [by_model[m] for m in nx.lexicographical_topological_sort(graph)]
-    except nx.NetworkXUnfeasible:
-        cycle = " -> ".join(a for a, _ in nx.find_cycle(graph))
-        raise GraphError(f"import cycle between modular files: {cycle}") from None
+def _selected(paths: list[Path], layout: Layout) -> set[str] | None:
+    """Models named by the arguments; None means every model of the tree."""
+    names: set[str] = set()
+    for path in paths:
+        if path.is_file():
+            names.add(path.parent.name)
+        elif (path / f"modular_{path.name}.py").is_file():
+            names.add(path.name)
+        else:
+            return None
+    return names
+
+
+def _convert_one(modular: Path, layout: Layout, force: bool, check: bool) -> Outcome:
+    outcome = build_model(modular, layout, force=force, check=check)
+    outcome.outputs = {}  # the text stays in the worker: only what happened is sent back
+    return outcome
+
+
+def _report(model: str, outcome: Outcome) -> None:
+    for path in outcome.written:
+        print(f"{model}: wrote {path}")
+    for line in outcome.problems:
+        print(line, file=sys.stderr)
+
+
+def run(models: list[str], graph: nx.DiGraph, layout: Layout, jobs: int, force: bool, check: bool) -> int:
+    """Convert `models` parents first; a model whose parent failed is not converted. Returns the failures."""
+    failed: set[str] = set()
+    pending = [m for m in nx.lexicographical_topological_sort(graph) if m in models]
+
+    def ready(model: str, done: set[str]) -> bool:
+        return all(p in done or p not in pending for p in graph.predecessors(model))
+
+    def finish(model: str, outcome: Outcome) -> None:
+        _report(model, outcome)
+        if not outcome.ok:
+            failed.add(model)
+
+    def blocked(model: str) -> bool:
+        if bad := sorted(set(graph.predecessors(model)) & failed):
+            print(f"{layout.modular_file(model)}: not converted: parent {', '.join(bad)} failed", file=sys.stderr)
+            failed.add(model)
+            return True
+        return False
+
+    if jobs <= 1:
+        for model in pending:
+            if not blocked(model):
+                finish(model, build_model(layout.modular_file(model), layout, force=force, check=check))
+        return len(failed)
+    done: set[str] = set()
+    running: dict[Future, str] = {}
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            for model in [m for m in pending if ready(m, done)]:
+                pending.remove(model)
+                if blocked(model):
+                    done.add(model)
+                    continue
+                running[pool.submit(_convert_one, layout.modular_file(model), layout, force, check)] = model
+            if not running:
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                model = running.pop(future)
+                finish(model, future.result())
+                done.add(model)
+    return len(failed)
 
 
 def convert_command(args: argparse.Namespace) -> int:
-    files = [Path(f).resolve() for f in args.files]
-    layout = _layout(
-        files, args.root and Path(args.root).resolve(), args.out and Path(args.out).resolve(), args.package
-    )
-    failed = 0
-    for path in _order(files, args.package):
-        try:
-            outputs = convert_file(path, layout)
-        except (ConvertError, OSError) as exc:
-            print(exc, file=sys.stderr)
-            failed += 1
-            continue
-        for target, text in outputs.items():
-            if target.exists() and is_hand_edited(target.read_text()) and not args.force:
-                print(f"{target}: edited by hand; not overwritten (use --force)", file=sys.stderr)
-                failed += 1
-                continue
-            if args.check:
-                if not target.exists() or target.read_text() != text:
-                    print(f"{target}: differs from a fresh conversion", file=sys.stderr)
-                    failed += 1
-            elif not target.exists() or target.read_text() != text:
-                atomic_write(target, text)
-                print(f"wrote {target}")
-    return 1 if failed else 0
+    paths = [Path(p).resolve() for p in args.paths]
+    root = Path(args.root).resolve() if args.root else _tree_root(paths[0])
+    layout = detect(root, args.out and Path(args.out).resolve(), args.package, args.layout)
+    models, graph = load(layout, strict=False)
+    selected = _selected(paths, layout)
+    wanted = sorted(models if selected is None else selected)
+    failures = 0
+    for name in wanted:
+        if name not in models:
+            print(f"{layout.modular_file(name)}: no modular file for model '{name}'", file=sys.stderr)
+            failures += 1
+        elif models[name].error:
+            print(models[name].error, file=sys.stderr)
+            failures += 1
+    convertible = [m for m in wanted if m in models and not models[m].error]
+    failures += run(convertible, graph, layout, args.jobs, args.force, args.check)
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modbuild", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     convert = sub.add_parser("convert", help="convert modular files to standalone modeling files")
-    convert.add_argument("files", nargs="+", help="modular_<model>.py files")
-    convert.add_argument("--root", help="tree root (holds modular/ and generated/, or the models/ directory)")
+    convert.add_argument("paths", nargs="+", metavar="PATH", help="modular_<m>.py files, model directories or a tree")
+    convert.add_argument("--root", help="the directory holding the model directories (or modular/ and generated/)")
     convert.add_argument("--out", help="where generated model directories go (default: by layout)")
-    convert.add_argument("--package", default="generated", help="absolute import prefix of parent models")
+    convert.add_argument("--package", help="absolute import path of the models directory (default: from the tree)")
+    convert.add_argument("--layout", choices=STYLES, help="the tree's layout (default: detected)")
+    convert.add_argument("-j", "--jobs", type=int, default=1, help="convert up to N independent models at once")
     convert.add_argument("--check", action="store_true", help="write nothing; fail if any output would change")
-    convert.add_argument("--force", action="store_true", help="overwrite generated files edited by hand")
+    convert.add_argument(
+        "--force", action="store_true", help="overwrite hand-edited, hand-written or other tools' generated files"
+    )
     args = parser.parse_args(argv)
     try:
         return convert_command(args)

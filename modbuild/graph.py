@@ -16,7 +16,8 @@ from pathlib import Path
 
 import networkx as nx
 
-GENERATED_PACKAGE = "generated"
+from modbuild.layout import Layout
+
 MODULAR_FILE_KINDS = ("modular", "configuration")
 
 
@@ -33,23 +34,19 @@ class Model:
     error: str | None = None  # `path:line: message` when its imports could not be read
 
 
-def model_sources(model_dir: Path) -> list[Path]:
+def model_sources(model_dir: Path, layout: Layout) -> list[Path]:
     name = model_dir.name
-    return [p for kind in MODULAR_FILE_KINDS if (p := model_dir / f"{kind}_{name}.py").is_file()]
+    kinds = MODULAR_FILE_KINDS if layout.style == "repo" else MODULAR_FILE_KINDS[:1]
+    return [p for kind in kinds if (p := model_dir / f"{kind}_{name}.py").is_file()]
 
 
-def parent_of_import(node: ast.ImportFrom | ast.Import, package: str = GENERATED_PACKAGE) -> list[str]:
+def parent_of_import(node: ast.ImportFrom | ast.Import, layout: Layout) -> list[str]:
     """Model names that one import statement refers to (empty if it is not a model import)."""
-    pkg = package.split(".")
     if isinstance(node, ast.Import):
-        dotted = [a.name.split(".") for a in node.names]
-        return [d[len(pkg)] for d in dotted if len(d) > len(pkg) and d[: len(pkg)] == pkg]
-    parts = (node.module or "").split(".")
-    if node.level == 0 and parts[: len(pkg)] == pkg:
-        return [parts[len(pkg)]] if len(parts) > len(pkg) else [a.name for a in node.names]
-    if node.level == 2 and parts[0]:
-        return [parts[0]]
-    return []
+        targets = [layout.target(".".join(a.name.split(".")[:-1]), 0, [a.name.split(".")[-1]]) for a in node.names]
+    else:
+        targets = [layout.target(node.module, node.level, [a.name for a in node.names])]
+    return [t.model for t in targets if t is not None]
 
 
 def _imports(body: list[ast.stmt]):
@@ -68,7 +65,7 @@ def _imports(body: list[ast.stmt]):
         yield from _imports(getattr(node, "finalbody", []))
 
 
-def _scan(model: Model, known: set[str]) -> None:
+def _scan(model: Model, known: set[str], layout: Layout) -> None:
     for path in model.sources:
         try:
             tree = ast.parse(path.read_text(), filename=str(path))
@@ -78,25 +75,32 @@ def _scan(model: Model, known: set[str]) -> None:
         if path.name == f"modular_{model.name}.py":
             model.defines_config = any(isinstance(n, ast.ClassDef) and n.name.endswith("Config") for n in tree.body)
         for node in _imports(tree.body):
-            for parent in parent_of_import(node):
-                if parent not in known:
+            for parent in parent_of_import(node, layout):
+                if parent not in known and not (layout.generated_root / parent).is_dir():
                     model.error = model.error or f"{path}:{node.lineno}: imports unknown model '{parent}'"
-                elif parent != model.name:
+                elif parent != model.name and parent in known:
                     model.parents.setdefault(parent, (path, node.lineno))
 
 
-def discover(modular_root: Path, strict: bool = True) -> dict[str, Model]:
-    """All models under `modular_root`, with their parents resolved.
+def _layout(where: Path | Layout) -> Layout:
+    """A bare path is this repository's `modular/` directory."""
+    return where if isinstance(where, Layout) else Layout(Path(where), Path(where).parent / "generated")
+
+
+def discover(where: Path | Layout, strict: bool = True) -> dict[str, Model]:
+    """All models of a tree that have a modular file, with their parents resolved. Parents without a
+    modular file (HF's hand-written llama, PaddleNLP's) are inputs, not models of the graph.
 
     `strict`: a model whose imports cannot be read (syntax error, unknown parent) raises GraphError;
     otherwise it is kept with its `error`, so the build can fail that model and go on with the others.
     """
+    layout = _layout(where)
     models = {}
-    for model_dir in sorted(p for p in modular_root.iterdir() if p.is_dir()):
-        if sources := model_sources(model_dir):
+    for model_dir in sorted(p for p in layout.modular_root.iterdir() if p.is_dir()):
+        if sources := model_sources(model_dir, layout):
             models[model_dir.name] = Model(model_dir.name, sources)
     for model in models.values():
-        _scan(model, set(models))
+        _scan(model, set(models), layout)
         if strict and model.error:
             raise GraphError(model.error)
     return models
@@ -117,8 +121,8 @@ def build_graph(models: dict[str, Model]) -> nx.DiGraph:
     raise GraphError(f"import cycle: {' -> '.join(names)} ({where})")
 
 
-def load(modular_root: Path, strict: bool = True) -> tuple[dict[str, Model], nx.DiGraph]:
-    models = discover(modular_root, strict)
+def load(where: Path | Layout, strict: bool = True) -> tuple[dict[str, Model], nx.DiGraph]:
+    models = discover(where, strict)
     return models, build_graph(models)
 
 

@@ -5,19 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import networkx as nx
 
 from modbuild import graph
-
-if TYPE_CHECKING:
-    from modbuild.convert import Layout
+from modbuild.layout import Layout
 
 CONVERTER_SOURCES = sorted(
     str(p)
     for p in Path(__file__).resolve().parent.rglob("*.py")
-    if p.parent.name == "convert" or p.name in ("naming.py", "header.py")
+    if p.parent.name == "convert" or p.name in ("naming.py", "header.py", "layout.py")
 )
 
 
@@ -35,8 +31,6 @@ class Project:
 
     @property
     def layout(self) -> Layout:
-        from modbuild.convert import Layout  # the converter (libcst) is slow to import: only when converting
-
         return Layout(self.modular, self.generated)
 
     @cached_property

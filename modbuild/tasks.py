@@ -43,7 +43,7 @@ def outputs_intact(task, values) -> bool:
 
 
 def convert_model(root: str, model: str, force: bool = False) -> bool:
-    from modbuild.convert import ConvertError, convert_file
+    from modbuild.build import build_model
 
     project = Project(Path(root))
     if error := project.models[model].error:
@@ -51,39 +51,29 @@ def convert_model(root: str, model: str, force: bool = False) -> bool:
         return False
     force = force or os.environ.get("MODBUILD_FORCE") == "1"
     edited = _edited(project.outputs(model))
-    if edited and not force:
-        for path in edited:
-            print(
-                f"{path}: edited by hand (content hash mismatch); move the change into "
-                f"{project.modular_file(model)} or run `doit convert --force`",
-                file=sys.stderr,
-            )
-        return False
-    try:
-        outputs = convert_file(project.modular_file(model), project.layout)
-    except ConvertError as exc:
-        print(exc, file=sys.stderr)
-        return False
     init = project.generated / model / "__init__.py"
-    # The task's targets (and its children's file_dep) are project.outputs(model): a declared file the
-    # converter did not write would leave the task never up to date and its children failing.
-    if missing := [p for p in project.outputs(model) if p != init and p not in outputs]:
-        for path in missing:
-            print(
-                f"{project.modular_file(model)}: {model} inherits a *Config class but uses none, so no {path.name} "
-                "was generated; define the model's own Config class (subclassing its parent's)",
-                file=sys.stderr,
-            )
+
+    def declared(outputs: dict[Path, str]) -> list[str]:
+        # The task's targets (and its children's file_dep) are project.outputs(model): a declared file the
+        # converter did not write would leave the task never up to date and its children failing.
+        return [
+            f"{project.modular_file(model)}: {model} inherits a *Config class but uses none, so no {path.name} "
+            "was generated; define the model's own Config class (subclassing its parent's)"
+            for path in project.outputs(model)
+            if path != init and path not in outputs
+        ]
+
+    outcome = build_model(project.modular_file(model), project.layout, force=force, validate=declared)
+    for line in outcome.problems:
+        print(line, file=sys.stderr)
+    if not outcome.ok:
         return False
-    for path in edited:
+    for path in set(edited) & set(outcome.written):
         print(f"{path}: overwriting a hand edit (--force)", file=sys.stderr)
     if not init.exists():
         atomic_write(init, PACKAGE_INIT)
-    if (config := project.layout.output_file(model, "configuration")) not in outputs:
+    if (config := project.layout.file(model, "configuration")) not in outcome.outputs:
         config.unlink(missing_ok=True)  # left over from when the model had a configuration
-    for path, text in outputs.items():
-        if not path.exists() or path.read_text() != text:
-            atomic_write(path, text)
     return True
 
 
@@ -116,7 +106,7 @@ def convert_tasks(project: Project, force: bool = False):
 
 def check_generated(root: str) -> bool:
     """Convert every model in memory (children from fresh parents) and compare with the files on disk."""
-    from modbuild.convert import ConvertError, convert_file
+    from modbuild.build import build_model
 
     project = Project(Path(root))
     fresh: dict[Path, str] = {}
@@ -129,19 +119,9 @@ def check_generated(root: str) -> bool:
 
     problems = []
     for model in project.build_order():
-        try:
-            outputs = convert_file(project.modular_file(model), project.layout, read=read)
-        except ConvertError as exc:
-            problems.append(str(exc))
-            continue
-        fresh.update(outputs)
-        for path, text in outputs.items():
-            if not path.exists():
-                problems.append(f"{path}: missing (run `doit convert`)")
-            elif is_hand_edited(path.read_text()):
-                problems.append(f"{path}: edited by hand (content hash mismatch)")
-            elif path.read_text() != text:
-                problems.append(f"{path}: stale: differs from what `doit convert` would write now")
+        outcome = build_model(project.modular_file(model), project.layout, check=True, read=read)
+        fresh.update(outcome.outputs)
+        problems += outcome.problems
     for line in problems:
         print(line, file=sys.stderr)
     return not problems

@@ -9,7 +9,8 @@ import sys
 import types
 from pathlib import Path
 
-from modbuild.convert import Layout, convert_file
+from modbuild.convert import convert_file
+from modbuild.layout import Layout
 from modbuild.graph import load
 
 GOLDEN = Path(__file__).parent / "golden"

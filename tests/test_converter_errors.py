@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from modbuild.convert import ConvertError, Layout, convert_file
+from modbuild.convert import ConvertError, convert_file
+from modbuild.layout import Layout
 
 PARENT = """
 class LlamaConfig:

@@ -9,7 +9,8 @@ from modbuild.convert import supercall
 from modbuild.convert.collect import OutUnit
 from modbuild.convert.emit import order
 from modbuild.convert.rename import rename_node
-from modbuild.convert.resolve import Layout, find_parent_imports
+from modbuild.convert.resolve import find_parent_imports
+from modbuild.layout import Layout
 from modbuild.convert.scopes import statement_reads
 from modbuild.convert.source import parse_source
 from modbuild.header import is_hand_edited, with_header

@@ -15,12 +15,13 @@ import libcst as cst
 import libcst.matchers as m
 
 from modbuild.convert.collect import Namespace
-from modbuild.convert.emit import render, ruff_format
-from modbuild.convert.resolve import Layout, load_parents
+from modbuild.convert.emit import FormatError, render, ruff_format
+from modbuild.convert.resolve import load_parents
 from modbuild.convert.source import ConvertError, SourceModule, load_source
 from modbuild.header import with_header
+from modbuild.layout import Layout, kind_order
 
-__all__ = ["ConvertError", "Layout", "convert_file", "model_of"]
+__all__ = ["ConvertError", "FormatError", "Layout", "convert_file", "model_of"]
 
 Reader = Callable[[Path], "str | None"]
 
@@ -45,28 +46,46 @@ def convert_file(path: Path, layout: Layout, read: Reader | None = None) -> dict
     """
     path = Path(path)
     model = model_of(path)
-    text = read(path) if read else None
-    child = load_source(path, text)
+    child = load_source(path, read(path) if read else None)
     prefix, parents, imports = load_parents(child, model, layout, read)
     ns = Namespace(child, prefix, parents, imports)
-    units, _ = ns.closure(ns.child_roots)
-    units = [u for u in units if u.names != ("annotations",)]
-    config_roots = [u for u in units if u.is_config]
-    config_units, _ = ns.closure(config_roots)
-    config_ids = {u.uid for u in config_units if not u.is_import}
-    model_units, crossing = ns.closure([u for u in ns.child_roots if u.uid not in config_ids], stop=config_ids)
-    future = any(_has_future_annotations(m) for m in [child, *(mod for p in parents for mod in p.modules.values())])
-    sources = [_rel(path, layout)] + [_rel(mod.path, layout) for p in parents for mod in p.modules.values()]
+    parent_modules = [mod for p in parents for mod in p.modules.values()]
+    future = any(_has_future_annotations(mod) for mod in [child, *parent_modules])
+    sources = [_rel(path, layout)] + [_rel(mod.path, layout) for mod in parent_modules]
     outputs = {}
-    if config_units:
-        kind = f"configuration_{model}"
-        outputs[layout.output_file(model, "configuration")] = render(config_units, {}, future, prefix.camel)
-        cross = {kind: sorted(crossing)} if crossing else {}
-    else:
-        cross = {}
-    doc = _docstring(child)
-    outputs[layout.output_file(model, "modeling")] = render(model_units, cross, future, prefix.camel, doc)
-    return {out: with_header(ruff_format(code, out.name), sources) for out, code in outputs.items()}
+    for kind, units, cross in split_by_kind(ns):
+        cross_imports = {layout.stem(model, k): names for k, names in cross.items()}
+        doc = _docstring(child) if kind == "modeling" else ""
+        outputs[layout.file(model, kind)] = render(units, cross_imports, future, prefix.camel, doc)
+    return {out: with_header(ruff_format(code, str(out)), sources) for out, code in outputs.items()}
+
+
+def split_by_kind(ns: Namespace) -> list[tuple[str, list, dict[str, list[str]]]]:
+    """(kind, units, {earlier kind: names imported from it}) per output file, configuration first.
+
+    Every class goes to the file of its kind (`Qwen2Config` -> configuration); functions and constants
+    go with the definitions that use them. A later file imports the classes of an earlier one, and
+    anything at all from the configuration file, instead of repeating them."""
+    reachable, _ = ns.closure(ns.child_roots)
+    reachable = [u for u in reachable if u.names != ("annotations",)]
+    kinds = sorted({u.kind for u in reachable if u.is_class} | {"modeling"}, key=kind_order)
+    owner: dict[int, str] = {}  # uid -> kind of the earlier file that holds (and exports) the unit
+    files, emitted = [], set()
+    for kind in kinds:
+        if kind == "modeling":
+            roots = [u for u in ns.child_roots if u.uid not in emitted]
+        else:
+            roots = [u for u in reachable if u.is_class and u.kind == kind]
+        units, crossing = ns.closure(roots, stop=set(owner))
+        cross: dict[str, list[str]] = {}
+        for name, uid in sorted(crossing.items()):
+            cross.setdefault(owner[uid], []).append(name)
+        if kind == "modeling" and not [u for u in units if not u.is_import] and files:
+            continue  # nothing is left for a modeling file: a configuration-only model
+        files.append((kind, units, cross))
+        emitted |= {u.uid for u in units}
+        owner |= {u.uid: kind for u in units if not u.is_import and (u.is_class or kind == "configuration")}
+    return files
 
 
 def _docstring(module: SourceModule) -> str:

@@ -17,6 +17,7 @@ from modbuild.convert.merge import ClassMerger, ParentClass
 from modbuild.convert.rename import rename_node, replace_names
 from modbuild.convert.resolve import Parent, ParentImports
 from modbuild.convert.source import ConvertError, Member, SourceModule, Unit, member_key
+from modbuild.layout import kind_of_class
 from modbuild.naming import Prefix
 
 
@@ -32,8 +33,13 @@ class OutUnit:
     floating: bool = False  # a child-only definition: placed just before its first user
 
     @property
-    def is_config(self) -> bool:
-        return isinstance(self.node, cst.ClassDef) and self.node.name.value.endswith("Config")
+    def is_class(self) -> bool:
+        return isinstance(self.node, cst.ClassDef)
+
+    @property
+    def kind(self) -> str:
+        """The output file kind of a class (`Qwen2Config` -> configuration); other units follow their users."""
+        return kind_of_class(self.node.name.value) if self.is_class else "modeling"
 
 
 class _NamespaceAttrs(cst.CSTTransformer):
@@ -254,10 +260,10 @@ class Namespace:
                         return self._parent_unit(parent, unit, module)
         return None
 
-    def closure(self, roots: list[OutUnit], stop: set[int] = frozenset()) -> tuple[list[OutUnit], set[str]]:
-        """Units reachable from `roots`; names resolving to units in `stop` are returned, not followed."""
+    def closure(self, roots: list[OutUnit], stop: set[int] = frozenset()) -> tuple[list[OutUnit], dict[str, int]]:
+        """Units reachable from `roots`; names resolving to units in `stop` are returned (name -> uid), not followed."""
         seen: dict[int, OutUnit] = {}
-        crossing: set[str] = set()
+        crossing: dict[str, int] = {}
         todo = list(roots)
         while todo:
             unit = todo.pop()
@@ -269,7 +275,7 @@ class Namespace:
                 if target is None:
                     continue
                 if target.uid in stop:
-                    crossing.add(name)
+                    crossing[name] = target.uid
                 elif target.uid not in seen:
                     todo.append(target)
         return list(seen.values()), crossing

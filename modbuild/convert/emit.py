@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from functools import lru_cache
 from collections.abc import Iterable
 
 import libcst as cst
@@ -61,6 +62,14 @@ def render(
     return head + "\n".join(imports) + "\n\n\n" + "\n\n\n".join(body) + "\n"
 
 
+@lru_cache(maxsize=1)
+def _ruff() -> str:
+    """The ruff binary of the installed ruff package: the venv need not be on PATH (a CLI run by its path)."""
+    from ruff.__main__ import find_ruff_bin
+
+    return find_ruff_bin()
+
+
 def ruff_format(code: str, filename: str = "generated.py") -> str:
     """Sort/merge imports (ruff's isort rules) and format, in one `ruff` call each."""
     steps = (
@@ -69,12 +78,12 @@ def ruff_format(code: str, filename: str = "generated.py") -> str:
     )
     for step in steps:
         proc = subprocess.run(
-            ["ruff", *step, *_RUFF_ARGS, "--stdin-filename", filename, "-"],
+            [_ruff(), *step, *_RUFF_ARGS, "--stdin-filename", filename, "-"],
             input=code,
             capture_output=True,
             text=True,
         )
         if proc.returncode != 0:
-            raise FormatError(f"ruff {step[0]} failed on {filename}: {proc.stderr.strip()}")
+            raise FormatError(f"{filename}: ruff {step[0]} failed: {proc.stderr.strip()}")
         code = proc.stdout
     return code

@@ -6,30 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
+from libcst.helpers import get_full_name_for_node
 
 from modbuild.convert.source import ConvertError, SourceModule, Unit, load_source
+from modbuild.layout import Layout, kind_order
 from modbuild.naming import Prefix, PrefixError, Renamer, infer_camel_prefixes
 
-MODULE_KINDS = ("modeling", "configuration")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where modular inputs, parent modules and outputs live.
-
-    This repository: `modular/<m>/modular_<m>.py` -> `generated/<m>/modeling_<m>.py`, parents imported as
-    `generated.<p>.modeling_<p>`. An HF-style tree sets both roots to `models/`.
-    """
-
-    modular_root: Path
-    generated_root: Path
-    package: str = "generated"
-
-    def parent_file(self, model: str, kind: str) -> Path:
-        return self.generated_root / model / f"{kind}_{model}.py"
-
-    def output_file(self, model: str, kind: str) -> Path:
-        return self.generated_root / model / f"{kind}_{model}.py"
+__all__ = ["Layout", "Parent", "ParentImports", "find_parent_imports", "load_parents"]
 
 
 @dataclass
@@ -37,15 +20,19 @@ class Parent:
     model: str
     prefix: Prefix
     renamer: Renamer
-    modules: dict[str, SourceModule]  # kind -> parsed generated file
+    modules: dict[str, SourceModule]  # kind -> parsed module of that kind
     index: dict[str, tuple[Unit, SourceModule]] = field(default_factory=dict)  # renamed name -> unit
 
     def find(self, original: str) -> tuple[Unit, SourceModule] | None:
+        """The parent's definition of a name; failing that, the import that brings it into a parent module."""
+        imported = None
         for module in self.modules.values():
             for unit in module.units:
-                if original in unit.names and not unit.is_import:
-                    return unit, module
-        return None
+                if original in unit.names:
+                    if not unit.is_import:
+                        return unit, module
+                    imported = imported or (unit, module)
+        return imported
 
 
 @dataclass
@@ -56,27 +43,14 @@ class ParentImports:
     namespaces: dict[str, str] = field(default_factory=dict)
     statements: set[int] = field(default_factory=set)  # ids of import units to drop
     order: list[tuple[str, str, int]] = field(default_factory=list)  # (model, kind, line) in import order
+    lines: dict[str, int] = field(default_factory=dict)  # local name -> line of its import
 
 
-def _module_target(node: cst.ImportFrom, package: str) -> tuple[str, str | None] | None:
-    """(model, kind) for `from generated.llama.modeling_llama` / `from ..llama.modeling_llama`."""
-    dotted = cst.Module([]).code_for_node(node.module).split(".") if node.module else []
-    level = len(node.relative)
-    pkg = package.split(".")
-    if level == 0 and dotted[: len(pkg)] == pkg and len(dotted) > len(pkg):
-        rest = dotted[len(pkg) :]
-    elif level == 2 and dotted:
-        rest = dotted
-    else:
-        return None
-    return rest[0], (rest[1] if len(rest) > 1 else None)
-
-
-def _kind_of(model: str, module: str, path: Path, line: int) -> str:
-    for kind in MODULE_KINDS:
-        if module == f"{kind}_{model}":
-            return kind
-    raise ConvertError(path, line, f"cannot import '{module}' of model '{model}': only modeling/configuration modules")
+def _kind(layout: Layout, model: str, stem: str, path: Path, line: int) -> str:
+    kind = layout.kind_of_stem(model, stem)
+    if kind is None:  # model_target only returns imports naming a kind: this is a mixed `import a, b`
+        raise ConvertError(path, line, f"'{stem}' of model '{model}' is not a module of model code")
+    return kind
 
 
 def find_parent_imports(child: SourceModule, layout: Layout) -> ParentImports:
@@ -85,18 +59,23 @@ def find_parent_imports(child: SourceModule, layout: Layout) -> ParentImports:
         if not unit.is_import:
             continue
         stmt = unit.node.body[0]
-        if not isinstance(stmt, cst.ImportFrom) or (target := _module_target(stmt, layout.package)) is None:
+        if not isinstance(stmt, cst.ImportFrom) or isinstance(stmt.names, cst.ImportStar):
             continue
-        model, module = target
-        (name,) = unit.names
+        module = get_full_name_for_node(stmt.module) if stmt.module else None
         alias = stmt.names[0]
-        original = alias.name.value
-        if module is None:  # `from generated.llama import modeling_llama`
-            found.namespaces[name] = model
-            found.order.append((model, _kind_of(model, original, child.path, unit.line), unit.line))
+        original = get_full_name_for_node(alias.name)
+        target = layout.model_target(module, len(stmt.relative), [original])
+        if target is None:
+            continue
+        (name,) = unit.names
+        if target.stem is None:  # `from generated.llama import modeling_llama`
+            found.namespaces[name] = target.model
+            kind = _kind(layout, target.model, original, child.path, unit.line)
         else:
-            found.symbols[name] = (model, original)
-            found.order.append((model, _kind_of(model, module, child.path, unit.line), unit.line))
+            found.symbols[name] = (target.model, original)
+            kind = _kind(layout, target.model, target.stem, child.path, unit.line)
+        found.order.append((target.model, kind, unit.line))
+        found.lines[name] = unit.line
         found.statements.add(id(unit.node))
     return found
 
@@ -141,31 +120,48 @@ def load_parents(
     parents: dict[str, Parent] = {}
     exists = (lambda p: read(p) is not None) if read else Path.is_file
     for parent_model, kind, line in imports.order:
-        if parent_model in parents:
-            continue
-        if not exists(layout.parent_file(parent_model, kind)):
-            path = layout.parent_file(parent_model, kind)
-            raise ConvertError(
-                child.path, line, f"parent module {path} does not exist (convert '{parent_model}' first)"
-            )
-        pp = parent_prefixes[parent_model]
-        parent = parents[parent_model] = Parent(parent_model, pp, Renamer(pp, prefix), {})
-        # Both files of a parent: its modeling file imports its config class from the sibling file.
-        for other in MODULE_KINDS:
-            path = layout.parent_file(parent_model, other)
-            if exists(path):
-                parent.modules[other] = load_source(path, read(path) if read else None)
+        path = layout.file(parent_model, kind)
+        if not exists(path):
+            raise ConvertError(child.path, line, f"parent module {path} does not exist (convert '{parent_model}' first)")
+        if parent_model not in parents:
+            pp = parent_prefixes[parent_model]
+            parents[parent_model] = Parent(parent_model, pp, Renamer(pp, prefix), {})
+        _load_kind(parents[parent_model], kind, layout, exists, read)
     for parent in parents.values():
+        parent.modules = dict(sorted(parent.modules.items(), key=lambda item: (item[0] != "modeling", kind_order(item[0]))))
         _index_parent(parent)
         _check_symbols(child, imports, parent)
     return prefix, list(parents.values()), imports
 
 
+def _load_kind(parent: Parent, kind: str, layout: Layout, exists, read) -> None:
+    """Load one module of a parent, and the sibling modules it imports from (`from .configuration_llama`)."""
+    if kind in parent.modules:
+        return
+    path = layout.file(parent.model, kind)
+    module = parent.modules[kind] = load_source(path, read(path) if read else None)
+    for sibling in sibling_kinds(module, layout, parent.model):
+        if exists(layout.file(parent.model, sibling)):
+            _load_kind(parent, sibling, layout, exists, read)
+    if kind == "modeling" and exists(layout.file(parent.model, "configuration")):
+        # a model's config class is part of its meaning even where modeling names it only in strings
+        _load_kind(parent, "configuration", layout, exists, read)
+
+
+def sibling_kinds(module: SourceModule, layout: Layout, model: str) -> list[str]:
+    """Kinds of the same model that a module imports from (`from .configuration_llama import X`)."""
+    kinds = []
+    for unit in module.units:
+        stmt = unit.node.body[0] if isinstance(unit.node, cst.SimpleStatementLine) else None
+        if isinstance(stmt, cst.ImportFrom) and len(stmt.relative) == 1 and stmt.module is not None:
+            kind = layout.kind_of_stem(model, get_full_name_for_node(stmt.module))
+            if kind is not None:
+                kinds.append(kind)
+    return kinds
+
+
 def _index_parent(parent: Parent) -> None:
-    for kind in MODULE_KINDS:
-        module = parent.modules.get(kind)
-        if module is None:
-            continue
+    for module in parent.modules.values():
         for unit in module.units:
             if unit.is_import:
                 continue
@@ -177,5 +173,4 @@ def _index_parent(parent: Parent) -> None:
 def _check_symbols(child: SourceModule, imports: ParentImports, parent: Parent) -> None:
     for local, (model, original) in imports.symbols.items():
         if model == parent.model and parent.find(original) is None:
-            line = next(u.line for u in child.units if u.is_import and local in u.names)
-            raise ConvertError(child.path, line, f"'{original}' is not defined in model '{model}'")
+            raise ConvertError(child.path, imports.lines[local], f"'{original}' is not defined in model '{model}'")

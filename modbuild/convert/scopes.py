@@ -32,7 +32,6 @@ class Reads:
     members: list[set[str]] = field(default_factory=list)  # per class-body statement
     line: int = 0
     span: tuple[int, int] = (0, 0)  # first and last source line, decorators included
-    member_lines: list[int] = field(default_factory=list)
     member_spans: list[tuple[int, int]] = field(default_factory=list)
 
 
@@ -124,7 +123,6 @@ def statement_reads(code: str, filename: str) -> list[Reads]:
                 inner = _tables_in(cls, m_start, m_end) if cls else []
                 own = (_outer_names(member) - local) | _annotation_names(member)
                 reads.members.append(own.union(*(_table_reads(t) for t in inner)))
-                reads.member_lines.append(member.lineno)
                 reads.member_spans.append((m_start, m_end))
         out.append(reads)
     return out

@@ -12,9 +12,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import libcst as cst
+from libcst.helpers import get_full_name_for_node
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from modbuild.convert.scopes import Reads, statement_reads
+from modbuild.layout import is_sibling_module
 
 
 class ConvertError(Exception):
@@ -147,12 +149,16 @@ def split_import(stmt: cst.Import | cst.ImportFrom) -> list[tuple[str, cst.Impor
     return out
 
 
-def is_sibling_import(stmt: cst.BaseSmallStatement) -> bool:
-    """`from .configuration_llama import LlamaConfig`: the same model's other generated file."""
-    return isinstance(stmt, cst.ImportFrom) and len(stmt.relative) == 1
+def is_sibling_import(stmt: cst.BaseSmallStatement, model: str) -> bool:
+    """`from .configuration_llama import LlamaConfig`: the same model's other generated file.
+
+    `from . import fusion_ops` is not one: a helper module of the model, imported like any other module."""
+    if not (isinstance(stmt, cst.ImportFrom) and len(stmt.relative) == 1 and stmt.module is not None):
+        return False
+    return is_sibling_module(model, get_full_name_for_node(stmt.module))
 
 
-def _imported_names(module: cst.Module) -> frozenset[str]:
+def _imported_names(module: cst.Module, model: str) -> frozenset[str]:
     """Names bound by imports anywhere at module level, try/except fallbacks included."""
     names: set[str] = set()
 
@@ -160,7 +166,7 @@ def _imported_names(module: cst.Module) -> frozenset[str]:
         for stmt in stmts:
             if isinstance(stmt, cst.SimpleStatementLine):
                 for inner in stmt.body:
-                    if isinstance(inner, (cst.Import, cst.ImportFrom)) and not is_sibling_import(inner):
+                    if isinstance(inner, (cst.Import, cst.ImportFrom)) and not is_sibling_import(inner, model):
                         names.update(name for name, _ in split_import(inner))
             elif isinstance(stmt, (cst.Try, cst.If)):
                 walk(stmt.body.body)
@@ -174,7 +180,7 @@ def _imported_names(module: cst.Module) -> frozenset[str]:
     return frozenset(names)
 
 
-def _aligned(statements, reads: list, attr: str = "all") -> list:
+def _aligned(statements, reads: list) -> list:
     """Per libcst statement, its ast statements' reads: `a = 1; b = 2` is one line in libcst, two in ast."""
     out, index = [], 0
     for stmt in statements:
@@ -200,11 +206,11 @@ def _class_members(node: cst.ClassDef, reads: Reads, lines: list[str]) -> list[M
     return members
 
 
-def _units_of(stmt: cst.BaseStatement, reads: list[Reads], lines: list[str], start: int) -> list[Unit]:
+def _units_of(stmt: cst.BaseStatement, reads: list[Reads], lines: list[str], start: int, model: str) -> list[Unit]:
     line = reads[0].line
     if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1:
         inner = stmt.body[0]
-        if is_sibling_import(inner):
+        if is_sibling_import(inner, model):
             return [Unit((), stmt, True, frozenset(), frozenset(), line)]
         if isinstance(inner, (cst.Import, cst.ImportFrom)):
             return [
@@ -238,13 +244,13 @@ def parse_source(path: Path, code: str) -> SourceModule:
     lines = code.splitlines()
     previous_end = 0
     for stmt, chunk in zip(module.body, _aligned(module.body, reads)):
-        found = _units_of(stmt, chunk, lines, previous_end)
+        found = _units_of(stmt, chunk, lines, previous_end, path.parent.name)
         previous_end = chunk[-1].span[1]
         if found:
             units += found
         else:
             loose.append((stmt, frozenset().union(*(r.all for r in chunk)), chunk[0].line))
-    return SourceModule(path, module, units, loose, _imported_names(module))
+    return SourceModule(path, module, units, loose, _imported_names(module, path.parent.name))
 
 
 @lru_cache(maxsize=256)

@@ -18,12 +18,6 @@ from modbuild.convert.source import ConvertError
 SUPER_KWARGS = "super_kwargs"  # `**super_kwargs` in a child signature: "the parent's full signature"
 
 
-@dataclass
-class CallSite:
-    path: object
-    line_of: Callable[[cst.CSTNode], int]
-
-
 def super_method(call: cst.BaseExpression) -> str | None:
     """`f` if the expression is `super().f(...)` or `super(Cls, self).f(...)`."""
     if m.matches(call, m.Call(func=m.Attribute(value=m.Call(func=m.Name("super"))))):
