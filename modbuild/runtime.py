@@ -572,6 +572,8 @@ class _Loader:
                 continue  # `LlamaAttention.forward(self, ...)`: the alias keeps meaning the parent's class
             if gname in self.current and all(obj is not o for o in self.current[gname]):
                 self.current[gname].append(obj)  # replaced by the child's definition like G's own
+            if gname in self.G and not plain:
+                self.G[gname] = obj  # an explicit import wins over an earlier parent's same-named definition
 
     def _bind_own(self, imp: _Import) -> None:
         """`from .configuration_qwen2 import Qwen2Config`: the meaning of this model's other modular file."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 import libcst.matchers as m
+from libcst.helpers import get_full_name_for_node
 
 from modbuild.convert import supercall
 from modbuild.convert.merge import ClassMerger, ParentClass
@@ -70,7 +71,7 @@ class Namespace:
         self.child_units, self.child_roots = self._child_units()
         self.child_defs = {n: u for u in self.child_units if not u.is_import for n in u.names}
         self.child_imports = {n: u for u in self.child_units if u.is_import for n in u.names}
-        self._check_unambiguous_imports()
+        self.explicit = self._explicit_imports()
 
     def _explicit_parent_calls(self) -> list[str]:
         """Parent classes called explicitly by a child class that subclasses them, `LlamaAttention.forward(self, x)`:
@@ -136,25 +137,16 @@ class Namespace:
                 roots.append(self._new((), self._localise(stmt), self._out(deps), (10**6, line)))
         return units, roots
 
-    def _check_unambiguous_imports(self) -> None:
-        """`from generated.qwen2_moe... import Qwen2MoeMLP` in qwen3_moe means qwen2_moe's MLP, renamed
-        `Qwen3MoeMLP`; if qwen3 (imported first) also has a `Qwen3MoeMLP`, one flat file cannot hold both.
-        Bases are fine (the named class is merged); other uses need the child to decide."""
-        used = set().union(*(u.deps for u in self.child.units if not u.is_import and not u.members))
-        used |= {d for u in self.child.units for mem in u.members for d in mem.deps}
-        for local, (model, _) in self.imports.symbols.items():
-            renamed = self.local_map.get(local)
-            if local not in used or renamed is None or renamed in self.child_defs:
-                continue
-            first = next((p for p in self.parents if renamed in p.index), None)
-            if first is not None and first.model != model:
-                line = next(u.line for u in self.child.units if u.is_import and local in u.names)
-                raise ConvertError(
-                    self.child.path,
-                    line,
-                    f"'{local}' from {model} becomes '{renamed}', which {first.model} (imported first) also "
-                    f"defines; define {renamed} in this file to say which one the model uses",
-                )
+    def _explicit_imports(self) -> dict[str, tuple[Parent, Unit, SourceModule]]:
+        """`from ..llama.modeling_llama import apply_rotary_pos_emb`: that parent's definition, whichever
+        parent comes first. With several parents, the explicit import says which one the model uses."""
+        found = {}
+        for local, (model, original) in self.imports.symbols.items():
+            parent = self.by_model[model]
+            located = parent.find(original)
+            if local in self.local_map and located is not None:
+                found.setdefault(self.local_map[local], (parent, *located))
+        return found
 
     def _replaced_key(self, names: tuple[str, ...]) -> tuple | None:
         """A child definition that replaces a parent's (`def rotate_half`) takes the parent's place."""
@@ -233,7 +225,7 @@ class Namespace:
         cached = self._parent_cache.get(id(unit.node))
         if cached is None:
             if unit.is_import:
-                cached = self._new(unit.names, unit.node, (), (9999, 0, 0), True)
+                cached = self._new(unit.names, relocate_import(unit.node, parent.model), (), (9999, 0, 0), True)
             else:
                 node = rename_node(unit.node, parent.renamer, module.import_names, unit.text, unit.members)
                 names = [n if n in module.import_names else parent.renamer.identifier(n) for n in unit.names]
@@ -250,6 +242,8 @@ class Namespace:
             return self.kept[name]
         if name in self.child_imports:
             return self.child_imports[name]
+        if name in self.explicit:
+            return self._parent_unit(*self.explicit[name])
         for parent in self.parents:
             if name in parent.index:
                 return self._parent_unit(parent, *parent.index[name])
@@ -279,6 +273,17 @@ class Namespace:
                 elif target.uid not in seen:
                     todo.append(target)
         return list(seen.values()), crossing
+
+
+def relocate_import(node: cst.SimpleStatementLine, model: str) -> cst.SimpleStatementLine:
+    """A parent's `from . import fusion_ops` / `from .fusion_ops import x`, as seen from the child's directory
+    (a sibling of the parent's): `from ..llama import fusion_ops`. Deeper relative imports mean the same there."""
+    stmt = node.body[0]
+    if not (isinstance(stmt, cst.ImportFrom) and len(stmt.relative) == 1):
+        return node
+    dotted = model if stmt.module is None else f"{model}.{get_full_name_for_node(stmt.module)}"
+    module = cst.parse_expression(dotted)
+    return node.with_changes(body=[stmt.with_changes(relative=[cst.Dot(), cst.Dot()], module=module)])
 
 
 def _is_docstring_or_all(stmt: cst.BaseStatement) -> bool:

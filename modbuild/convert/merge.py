@@ -7,6 +7,7 @@ member. Statement-level `super().f(...)` calls are unrolled (see `supercall`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from modbuild.convert import supercall
-from modbuild.convert.source import ConvertError, Member
+from modbuild.convert.source import ConvertError, Member, ModularWarning
 
 _ATTRIBUTE_ERROR = m.Call(func=m.Name("AttributeError")) | m.Name("AttributeError")
 
@@ -55,6 +56,10 @@ class ClassMerger:
 
     def error(self, node: cst.CSTNode) -> Callable[[str], ConvertError]:
         return lambda message: ConvertError(self.path, self.line_of(node), message)
+
+    def warn(self, node: cst.CSTNode) -> Callable[[str], None]:
+        """Where HF's meaning (which we follow) differs from plain Python's: say so, naming `path:line`."""
+        return lambda message: warnings.warn_explicit(message, ModularWarning, str(self.path), self.line_of(node))
 
     def merge(
         self, child: cst.ClassDef, child_members: list[Member], parents: list[ParentClass], own: set[str]
@@ -146,7 +151,7 @@ class ClassMerger:
                 self._reject_nested_super(stmt, inherited)
                 body.append((stmt, False))
                 continue
-            inlined, binding = supercall.inline(stmt, found, target.node, fn, self.error(stmt))
+            inlined, binding = supercall.inline(stmt, found, target.node, fn, self.error(stmt), self.warn(stmt))
             if binding.adopt_signature:
                 fn = fn.with_changes(params=supercall.adopt_signature(fn, target.node, self.error(fn)))
             deps |= target.deps

@@ -27,6 +27,10 @@ class ConvertError(Exception):
         self.path, self.line = Path(path), line
 
 
+class ModularWarning(UserWarning):
+    """A construct whose HF meaning, which the converter follows, differs from what plain Python would do."""
+
+
 @dataclass
 class Member:
     """One statement of a class body, keyed for overriding (`forward`, `x.setter`, `__doc__`)."""

@@ -135,7 +135,11 @@ class Binding:
 
 
 def bind(
-    call: cst.Call, parent: cst.FunctionDef, child: cst.FunctionDef, err: Callable[[str], ConvertError]
+    call: cst.Call,
+    parent: cst.FunctionDef,
+    child: cst.FunctionDef,
+    err: Callable[[str], ConvertError],
+    warn: Callable[[str], None] = lambda message: None,
 ) -> Binding:
     params = parent.params
     positional = [*params.posonly_params, *params.params][0 if _is_static(parent) else 1 :]
@@ -175,21 +179,33 @@ def bind(
             raise err(f"super() takes {len(positional)} positional arguments, {index + 1} given ({_sig(parent)})")
     if extra_pos:
         out.values[star] = cst.Tuple([cst.Element(a.value) for a in extra_pos])
-    if extra_kw:
-        out.values[star_kw] = cst.Dict(
-            [cst.DictElement(cst.SimpleString(f'"{a.keyword.value}"'), a.value) for a in extra_kw]
-        )
-    _fill_defaults(out, positional, params, star, star_kw, err)
+    if extra_kw:  # `f(a=1, **kwargs)` into a parent's **kwargs: `{"a": 1, **kwargs}`
+        elements = [cst.DictElement(cst.SimpleString(f'"{a.keyword.value}"'), a.value) for a in extra_kw]
+        if star_kw in out.values:
+            elements.append(cst.StarredDictElement(out.values[star_kw]))
+        out.values[star_kw] = cst.Dict(elements)
+    _fill_missing(out, parent, positional, star, star_kw, _own_names(child), err, warn)
     return out
 
 
-def _fill_defaults(out: Binding, positional, params: cst.Parameters, star, star_kw, err) -> None:
-    for param in (*positional, *params.kwonly_params):
+def _own_names(fn: cst.FunctionDef) -> set[str]:
+    return {p.name.value for p in _all_params(fn.params)}
+
+
+def _fill_missing(out: Binding, parent: cst.FunctionDef, positional, star, star_kw, own, err, warn) -> None:
+    """Parameters the call leaves out. The child's own parameter of the same name fills one (HF's meaning:
+    `def __init__(self, config): super().__init__()` hands `config` on); else the parent's default."""
+    for param in (*positional, *parent.params.kwonly_params):
         name = param.name.value
         if name in out.values:
             continue
-        if out.adopt_signature:
+        if out.adopt_signature or name in own:
             out.values[name] = cst.Name(name)
+            if param.default is not None and not out.adopt_signature:
+                warn(
+                    f"super().{parent.name.value}(...) leaves out '{name}': it takes the child's '{name}' (HF's "
+                    f"meaning), not the parent's default {_code(param.default)} (Python's)"
+                )
         elif param.default is not None:
             out.values[name] = param.default
         else:
@@ -219,14 +235,18 @@ def inline(
     parent: cst.FunctionDef,
     child: cst.FunctionDef,
     err: Callable[[str], ConvertError],
+    warn: Callable[[str], None] = lambda message: None,
 ) -> tuple[list[cst.BaseStatement], Binding]:
     """The statements that replace one statement-level super() call."""
-    binding = bind(found.call, parent, child, err)
+    binding = bind(found.call, parent, child, err, warn)
     body = _strip_docstring(list(parent.body.body))
     parent_names = names_in(body)
     name = parent.name.value
     if found.form == "expr" and parent_names.returns_value:
-        raise err(f"super().{name}(...) returns a value here; use `return super().{name}(...)` or assign it")
+        if child.body.body[-1] is not stmt:
+            raise err(f"super().{name}(...) returns a value here; use `return super().{name}(...)` or assign it")
+        # HF's meaning of a closing bare call: the parent's body, returning as the parent does (Python: None)
+        warn(f"super().{name}(...) ends the method: it returns what the parent's {name} returns, as HF reads it")
     if found.form == "assign":
         message = f"`x = super().{name}(...)` needs a parent body that returns once, at its end"
         body = _return_as_assignment(body, found.target, lambda: err(message))
@@ -241,7 +261,7 @@ def inline(
         if param not in parent_names.stored and _substitutable(value, parent_names, param in in_fstrings):
             renames[param] = value  # `super().f(y)` for `def f(self, x)`: the body reads y
             continue
-        if param in needed | visible:
+        if param in needed:  # a child variable the parameter's value would overwrite while still in use
             raise err(
                 f"cannot bind the parent's parameter '{param}' to `{_code(value)}`: '{param}' means something else in the child method"
             )
