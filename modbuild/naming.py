@@ -78,11 +78,23 @@ def _camel_suffix(child: str, base: str) -> str:
 
 
 def _named_prefix(name: str, model: str | None) -> str | None:
-    """`Qwen2Moe` for ("Qwen2MoeMLP", "qwen2_moe"): the model name spelled as the class spells it."""
-    flat = model.replace("_", "") if model else ""
-    if flat and name.lower().startswith(flat) and len(name) > len(flat) and not name[len(flat)].islower():
-        return name[: len(flat)]
-    return None
+    """`Qwen2Moe` for ("Qwen2MoeMLP", "qwen2_moe"), `Ernie4_5_Moe` for ("Ernie4_5_MoeMLP", "ernie4_5_moe"):
+    the model's name as the class spells it (case and underscores aside), ending at a camel hump."""
+    if not model:
+        return None
+    i = j = 0
+    while j < len(model) and i < len(name):
+        if name[i].lower() == model[j]:
+            i, j = i + 1, j + 1
+        elif model[j] == "_":
+            j += 1
+        elif name[i] == "_":
+            i += 1
+        else:
+            return None
+    if j < len(model) or i >= len(name) or name[i].islower():
+        return None
+    return name[:i]
 
 
 def infer_camel_prefixes(
@@ -109,3 +121,46 @@ def infer_camel_prefixes(
         options = ", ".join(f"{c}<-{p}" for (c, p), _ in ranked[:2])
         raise PrefixError(f"ambiguous prefix: class names suggest {options} equally often")
     return ranked[0][0]
+
+
+def _pick(votes: Counter[str], what: str) -> str | None:
+    """The most voted prefix; a tie prefers the spelling with more camel humps (`PaliGemma` over `Paligemma`)."""
+    if not votes:
+        return None
+    ranked = sorted(votes.items(), key=lambda kv: (-kv[1], -sum(c.isupper() for c in kv[0]), kv[0]))
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1] and ranked[0][0].lower() != ranked[1][0].lower():
+        raise PrefixError(f"ambiguous prefix: class names suggest {what} {ranked[0][0]} and {ranked[1][0]} equally often")
+    return ranked[0][0]
+
+
+def infer_prefixes(
+    pairs_by_parent: dict[str, list[tuple[str, str]]], child_model: str
+) -> tuple[str | None, dict[str, str | None]]:
+    """The child's camel prefix and each parent's, from `class Child(Base)` name pairs per parent model.
+
+    The child's prefix is the model name as its class names spell it (`Ernie4_5_Moe` for ernie4_5_moe);
+    failing that, the shared-suffix vote of `infer_camel_prefixes`. A parent's prefix is then what its class
+    names put in place of the child's (`Qwen3MoeMLP` under `Ernie4_5_MoeMLP`: `Qwen3Moe`); a spelling of the
+    parent's own model name counts first. Shared by the converter and the runtime loader.
+    """
+    pairs = [pair for found in pairs_by_parent.values() for pair in found]
+    named = Counter(n for c, _ in pairs if (n := _named_prefix(c, child_model)))
+    child = _pick(named, "for the child") if named else None
+    if child is None:
+        fallback = infer_camel_prefixes(pairs, child_model)
+        child = fallback[0] if fallback else None
+    parents = {}
+    for parent, found in pairs_by_parent.items():
+        own, votes = Counter(), Counter()
+        for name, base in found:
+            if (spelled := _named_prefix(base, parent)) is not None:
+                own[spelled] += 1
+            elif child and name.startswith(child) and len(name) > len(child):
+                suffix = name[len(child) :]
+                if base.endswith(suffix) and len(base) > len(suffix):
+                    votes[base[: -len(suffix)]] += 1
+        try:
+            parents[parent] = _pick(own, f"for '{parent}'") or _pick(votes, f"for '{parent}'")
+        except PrefixError as exc:
+            raise PrefixError(f"{exc} (parent '{parent}')") from None
+    return child, parents

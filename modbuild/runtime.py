@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modbuild.naming import Prefix, PrefixError, Renamer, infer_camel_prefixes
+from modbuild.naming import Prefix, PrefixError, Renamer, infer_prefixes
 
 __all__ = ["ModularError", "load_modular"]
 
@@ -128,18 +128,12 @@ def _class_pairs(tree: ast.Module, imports: list[_Import]) -> dict[str, list[tup
 def _renamers(tree: ast.Module, imports: list[_Import], model: str, path: Path) -> dict[str, Renamer]:
     """One Renamer per parent model, its prefixes inferred from `class Qwen2MLP(LlamaMLP)` pairs."""
     parents = [imp for imp in imports if imp.model != model]
-    inferred = {}
-    for parent, found in _class_pairs(tree, parents).items():
-        try:
-            inferred[parent] = infer_camel_prefixes(found, model, parent) or (None, None)
-        except PrefixError as exc:
-            line = next(imp.line for imp in parents if imp.model == parent)
-            raise ModularError(path, line, f"{exc} (parent '{parent}')") from None
-    camels = sorted({child for child, _ in inferred.values() if child})
-    if len(camels) > 1:  # one flattened file has one child prefix (the converter's rule too)
-        raise ModularError(path, 1, f"ambiguous prefix: class names use {camels}")
-    child = Prefix.from_model(model, camels[0] if camels else None)
-    return {parent: Renamer(Prefix.from_model(parent, camel), child) for parent, (_, camel) in inferred.items()}
+    try:
+        child, camels = infer_prefixes(_class_pairs(tree, parents), model)
+    except PrefixError as exc:
+        raise ModularError(path, 1, str(exc)) from None
+    new = Prefix.from_model(model, child)
+    return {parent: Renamer(Prefix.from_model(parent, camel), new) for parent, camel in camels.items()}
 
 
 # ---------------------------------------------------------------- parents, run unmodified in scratch namespaces

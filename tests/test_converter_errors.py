@@ -62,11 +62,12 @@ def test_missing_parent_module(tmp_path):
 
 
 def test_ambiguous_prefix(tmp_path):
+    # No class spells the model's name (qwen2), and the two pairs suggest different prefixes equally often.
     child = """
     from generated.llama.modeling_llama import LlamaConfig, LlamaLayer
 
 
-    class Qwen2Layer(LlamaLayer):
+    class GemmaLayer(LlamaLayer):
         pass
 
 

@@ -58,3 +58,24 @@ def test_infer_prefixes_from_class_pairs():
 def test_conflicting_prefixes_are_an_error():
     with pytest.raises(PrefixError, match="ambiguous prefix"):
         infer_camel_prefixes([("Qwen2MLP", "LlamaMLP"), ("MistralNorm", "LlamaNorm")])
+
+
+def test_infer_prefixes_across_parents():
+    from modbuild.naming import infer_prefixes
+
+    # HF's ernie4_5_moe: the model's name as its classes spell it, then each parent's prefix under it
+    pairs = {
+        "llama": [("Ernie4_5_MoeRMSNorm", "LlamaRMSNorm")],
+        "qwen3_moe": [("Ernie4_5_MoeMLP", "Qwen3MoeMLP")],
+        "ernie4_5": [("Ernie4_5_MoeRotaryEmbedding", "Ernie4_5RotaryEmbedding")],
+    }
+    assert infer_prefixes(pairs, "ernie4_5_moe") == (
+        "Ernie4_5_Moe",
+        {"llama": "Llama", "qwen3_moe": "Qwen3Moe", "ernie4_5": "Ernie4_5"},
+    )
+    # informer over time_series_transformer, whose classes say `TimeSeries`
+    pairs = {"time_series_transformer": [("InformerStdScaler", "TimeSeriesStdScaler")]}
+    assert infer_prefixes(pairs, "informer") == ("Informer", {"time_series_transformer": "TimeSeries"})
+    # two spellings of one name: the one with more humps
+    pairs = {"paligemma": [("Gemma3Model", "PaliGemmaModel"), ("Gemma3Output", "PaligemmaOutput")]}
+    assert infer_prefixes(pairs, "gemma3") == ("Gemma3", {"paligemma": "PaliGemma"})

@@ -583,7 +583,7 @@ AMBIGUOUS_CHILD = """
     from generated.mistral.modeling_mistral import MistralMLP
 
 
-    class Qwen2MLP(LlamaMLP):
+    class QwenXMLP(LlamaMLP):
         pass
 
 

@@ -23,6 +23,7 @@ from modbuild.layout import Layout, kind_order
 
 __all__ = ["ConvertError", "FormatError", "Layout", "convert_file", "model_of"]
 
+_DEFINITIONS = (cst.ClassDef, cst.FunctionDef)
 Reader = Callable[[Path], "str | None"]
 
 
@@ -80,8 +81,8 @@ def split_by_kind(ns: Namespace) -> list[tuple[str, list, dict[str, list[str]]]]
         cross: dict[str, list[str]] = {}
         for name, uid in sorted(crossing.items()):
             cross.setdefault(owner[uid], []).append(name)
-        if kind == "modeling" and not [u for u in units if not u.is_import] and files:
-            continue  # nothing is left for a modeling file: a configuration-only model
+        if kind == "modeling" and files and not any(isinstance(u.node, _DEFINITIONS) for u in units):
+            continue  # no class or function is left for a modeling file (a processor-only modular file)
         files.append((kind, units, cross))
         emitted |= {u.uid for u in units}
         owner |= {u.uid: kind for u in units if not u.is_import and (u.is_class or kind == "configuration")}

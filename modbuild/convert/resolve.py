@@ -10,7 +10,7 @@ from libcst.helpers import get_full_name_for_node
 
 from modbuild.convert.source import ConvertError, SourceModule, Unit, load_source
 from modbuild.layout import Layout, kind_order
-from modbuild.naming import Prefix, PrefixError, Renamer, infer_camel_prefixes
+from modbuild.naming import Prefix, PrefixError, Renamer, infer_prefixes
 
 __all__ = ["Layout", "Parent", "ParentImports", "find_parent_imports", "load_parents"]
 
@@ -97,18 +97,11 @@ def _class_pairs(child: SourceModule, imports: ParentImports, model: str) -> lis
 def child_prefix(child: SourceModule, imports: ParentImports, model: str) -> tuple[Prefix, dict[str, Prefix]]:
     """The child's prefix and each parent's, inferred from `class Qwen2MLP(LlamaMLP)` pairs."""
     parents = list(dict.fromkeys(m for m, _, _ in imports.order))
-    camels, parent_prefixes = [], {}
-    for parent in parents:
-        try:
-            inferred = infer_camel_prefixes(_class_pairs(child, imports, parent), model, parent)
-        except PrefixError as exc:
-            raise ConvertError(child.path, 1, f"{exc} (parent '{parent}')") from None
-        if inferred:
-            camels.append(inferred[0])
-        parent_prefixes[parent] = Prefix.from_model(parent, inferred[1] if inferred else None)
-    if len(set(camels)) > 1:
-        raise ConvertError(child.path, 1, f"ambiguous prefix: class names use {sorted(set(camels))}")
-    return Prefix.from_model(model, camels[0] if camels else None), parent_prefixes
+    try:
+        camel, camels = infer_prefixes({p: _class_pairs(child, imports, p) for p in parents}, model)
+    except PrefixError as exc:
+        raise ConvertError(child.path, 1, str(exc)) from None
+    return Prefix.from_model(model, camel), {p: Prefix.from_model(p, c) for p, c in camels.items()}
 
 
 def load_parents(
