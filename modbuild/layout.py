@@ -121,8 +121,8 @@ class Layout:
             rest = parts
         else:
             return None
-        if rest[0] in NOT_MODELS or len(rest) > 2:
-            return None
+        if rest[0] in NOT_MODELS or len(rest) > 2 or (self.generated_root / f"{rest[0]}.py").is_file():
+            return None  # `..auto`, `..linear_utils`: shared modules of the package, not models
         return Target(rest[0], rest[1] if len(rest) > 1 else None)
 
     def model_target(self, module: str | None, level: int, names: list[str]) -> Target | None:

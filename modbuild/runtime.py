@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from modbuild.naming import Prefix, PrefixError, Renamer, infer_prefixes
+from modbuild.runtime_fold import FOLD, fold_class, replace_assignments
 
 __all__ = ["ModularError", "load_modular"]
 
@@ -149,6 +150,11 @@ class _Scratch:
     renamer: Renamer
     keep: frozenset[str]  # import-bound names: never renamed
     sibling: frozenset[str]  # names imported from the same model's other files (`from .configuration_llama`)
+    tree: ast.Module | None = None  # its source, for the dialect's in-place replacement (runtime_fold)
+
+    def class_node(self, name: str) -> ast.ClassDef | None:
+        body = self.tree.body if self.tree is not None else []
+        return next((n for n in body if isinstance(n, ast.ClassDef) and n.name == name), None)
 
     @property
     def ns(self) -> dict[str, Any]:
@@ -343,6 +349,8 @@ class _Loader:
         self.current: dict[str, list[Any]] = {}  # G name -> parent objects under it, G's first (later: the child's)
         self.builtins = dict(vars(builtins), __import__=self._import, __build_class__=self._build_class)
         self.pinned: set[str] = set()  # parent aliases the child calls explicitly: never replaced by the child
+        self.origins: dict[str, tuple[_Scratch, str]] = {}  # child alias -> (parent file, name there)
+        self.G[FOLD] = replace_assignments
 
     # -- parents, executed unmodified
 
@@ -355,7 +363,7 @@ class _Loader:
         tree = _parse(path)
         module = types.ModuleType(f"{GENERATED}.{model}.{stem}")
         module.__dict__.update(__file__=str(path), __package__=f"{GENERATED}.{model}", __builtins__=self.builtins)
-        scratch = _Scratch(model, stem, module, self.renamers[model], *_import_bound(tree))
+        scratch = _Scratch(model, stem, module, self.renamers[model], *_import_bound(tree), tree)
         self.scratch[(model, stem)] = scratch
         self.by_ns[id(scratch.ns)] = scratch
         exec(compile(tree, str(path), "exec", dont_inherit=True), scratch.ns)  # noqa: S102 (the parent, as written)
@@ -538,6 +546,8 @@ class _Loader:
                 for imp in imports[index]:
                     self._bind(imp)
             else:
+                if isinstance(stmt, ast.ClassDef):
+                    stmt = fold_class(stmt, self._parent_class_node(stmt))
                 module = ast.Module(body=[stmt], type_ignores=[])
                 code = compile(module, str(self.path), "exec", flags=flags, dont_inherit=True)
                 exec(code, self.G)  # noqa: S102 (the child's own statement)
@@ -545,6 +555,18 @@ class _Loader:
             if isinstance(stmt, ast.ClassDef) and isinstance(cls := self.G.get(stmt.name), type):
                 for name in _removed_names(stmt):
                     setattr(cls, name, _Removed(name))
+
+    def _parent_class_node(self, node: ast.ClassDef) -> ast.ClassDef | None:
+        """The source of the parent class a child class flattens: its first base imported from a parent."""
+        for base in node.bases:
+            if isinstance(base, ast.Name) and base.id in self.origins:
+                scratch, name = self.origins[base.id]
+                return scratch.class_node(name)
+            if isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name):
+                proxy = self.G.get(base.value.id)
+                if isinstance(proxy, _ModuleProxy):
+                    return proxy._scratch.class_node(base.attr)
+        return None
 
     def _bind(self, imp: _Import) -> None:
         """A parent import binds the clone of that parent's symbol (a module import binds a proxy reading G).
@@ -559,6 +581,7 @@ class _Loader:
                 self.G[alias] = _ModuleProxy(self.scratch[(imp.model, name)], self.G)
                 continue
             scratch = self.scratch[(imp.model, imp.stem)]
+            self.origins[alias] = (scratch, name)
             gname, value = scratch.gname(name), scratch.ns[name]
             plain = name in scratch.sibling or (name in scratch.keep and self._owner(value) is None)
             self.G[alias] = obj = self.G[gname] if plain else self.value(value, scratch)

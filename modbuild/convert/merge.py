@@ -171,7 +171,13 @@ class ClassMerger:
                 continue
             attr = _self_attr(stmt, cst.Assign) if not from_parent else None
             index = _last_assignment(out, attr) if attr is not None else None
-            if index is not None and _can_move(stmt, out, index):
+            placement = _placement(stmt, out, index) if index is not None else "keep"
+            if placement == "replace-read":
+                self.warn(stmt)(
+                    f"self.{attr} = ... replaces the parent's assignment in place, so the parent's code after it "
+                    f"reads the new value (HF's meaning; in Python it would read the parent's value first)"
+                )
+            if placement != "keep":
                 out[index] = (stmt, False)
                 continue
             out.append((stmt, from_parent))
@@ -189,13 +195,18 @@ class ClassMerger:
                 )
 
     def _check_deleted_attrs(self, members: list[Member]) -> None:
+        """`del self.x` removed the parent's assignment. Reads of `self.x` that nothing else assigns are kept,
+        as HF keeps them (they fail only if reached), with a warning."""
+        if not self.deleted:
+            return
         nodes = [mem.node.body if isinstance(mem.node, cst.FunctionDef) else mem.node for mem in members]
-        used = supercall.names_in(nodes).self_attrs if self.deleted else set()
+        used = supercall.names_in(nodes).self_attrs
+        assigned = {key for mem in members if (key := mem.key)} | {
+            a for node in nodes for stmt in _statements(node) if (a := _self_attr(stmt, cst.Assign))
+        }
         for attr, stmt in self.deleted:
-            if attr in used:
-                raise self.error(stmt)(
-                    f"`del self.{attr}` removes the parent's attribute, but self.{attr} is still used"
-                )
+            if attr in used and attr not in assigned:
+                self.warn(stmt)(f"`del self.{attr}` removes the parent's attribute, but self.{attr} is still read")
 
 
 def _is_property(node: cst.BaseStatement) -> bool:
@@ -295,16 +306,25 @@ def _last_assignment(body: list[tuple[cst.BaseStatement, bool]], attr: str) -> i
     return None
 
 
-def _can_move(stmt: cst.BaseStatement, body: list[tuple[cst.BaseStatement, bool]], index: int) -> bool:
-    """Moving the child's assignment up to the parent's keeps the meaning only if nothing in between
-    reads the attribute or writes what the new value reads."""
-    attr = _self_attr(stmt, cst.Assign)
+_OPAQUE_CALL = m.Call(func=m.Attribute(value=m.Name("self") | m.Call(func=m.Name("super"))))
+
+
+def _placement(stmt: cst.BaseStatement, body: list[tuple[cst.BaseStatement, bool]], index: int) -> str:
+    """Where the child's `self.x = v` after an unrolled super() goes: "replace" the parent's assignment in
+    place (HF's reading), "replace-read" (the same, though parent code in between reads self.x: it now sees
+    the child's value, as the author meant), or "keep" both: when something in between writes what `v`
+    reads, or calls `self.f()` / `super().f()`, which may set self.x again."""
     between = [s for s, _ in body[index + 1 :]]
-    value = stmt.body[0].value
+    if any(m.findall(s, _OPAQUE_CALL) for s in between):
+        return "keep"
     between_names = supercall.names_in(between)
-    if attr in between_names.self_attrs:
-        return False
     written = between_names.stored | {a for s in between if (a := _self_attr(s, cst.Assign))}
-    value_names = supercall.names_in([value])
-    reads = value_names.read | value_names.self_attrs
-    return not (reads & written)
+    value_names = supercall.names_in([stmt.body[0].value])
+    if (value_names.read | value_names.self_attrs) & written:
+        return "keep"
+    return "replace-read" if _self_attr(stmt, cst.Assign) in between_names.self_attrs else "replace"
+
+
+def _statements(node: cst.CSTNode) -> list[cst.BaseStatement]:
+    """Every statement inside a node (nested blocks too)."""
+    return [n for n in m.findall(node, m.SimpleStatementLine())]

@@ -148,7 +148,7 @@ def bind(
     star_kw = params.star_kwarg.name.value if params.star_kwarg else None
     child_kw = child.params.star_kwarg.name.value if child.params.star_kwarg else None
     out = Binding()
-    extra_pos, extra_kw = [], []
+    extra_pos, extra_kw, mappings = [], [], []
     for index, arg in enumerate(call.args):
         if arg.star == "*":
             if star is None:
@@ -160,7 +160,7 @@ def bind(
             elif star_kw is None:
                 raise err(f"`**{_code(arg.value)}` passed to super(), but the parent has no **kwargs")
             else:
-                out.values[star_kw] = arg.value
+                mappings.append(arg.value)
         elif arg.keyword is not None:
             name = arg.keyword.value
             if name in out.values:
@@ -179,11 +179,13 @@ def bind(
             raise err(f"super() takes {len(positional)} positional arguments, {index + 1} given ({_sig(parent)})")
     if extra_pos:
         out.values[star] = cst.Tuple([cst.Element(a.value) for a in extra_pos])
-    if extra_kw:  # `f(a=1, **kwargs)` into a parent's **kwargs: `{"a": 1, **kwargs}`
+    if out.adopt_signature and star_kw and mappings:
+        mappings.append(cst.Name(star_kw))  # the parent's **kwargs, adopted by the child, passed on too
+    if extra_kw or len(mappings) > 1:  # `f(a=1, **extra, **kwargs)` into a parent's **kwargs: one dict
         elements = [cst.DictElement(cst.SimpleString(f'"{a.keyword.value}"'), a.value) for a in extra_kw]
-        if star_kw in out.values:
-            elements.append(cst.StarredDictElement(out.values[star_kw]))
-        out.values[star_kw] = cst.Dict(elements)
+        out.values[star_kw] = cst.Dict(elements + [cst.StarredDictElement(v) for v in mappings])
+    elif mappings:
+        out.values[star_kw] = mappings[0]
     _fill_missing(out, parent, positional, star, star_kw, _own_names(child), err, warn)
     return out
 
@@ -261,17 +263,23 @@ def inline(
         if param not in parent_names.stored and _substitutable(value, parent_names, param in in_fstrings):
             renames[param] = value  # `super().f(y)` for `def f(self, x)`: the body reads y
             continue
-        if param in needed:  # a child variable the parameter's value would overwrite while still in use
-            raise err(
-                f"cannot bind the parent's parameter '{param}' to `{_code(value)}`: '{param}' means something else in the child method"
-            )
-        prelude.append(cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(cst.Name(param))], value)]))
+        target = param
+        if param in needed:  # the child's own `param` is still in use after the call: the parent's gets a name of its own
+            target = _fresh(f"super_{param}", parent_names.read | parent_names.stored | visible | after.read)
+            renames[param] = cst.Name(target)
+        prelude.append(cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(cst.Name(target))], value)]))
     clobbered = (parent_names.stored - set(binding.values)) & needed - {"self", "cls"}
     if clobbered:
         raise err(f"inlining super().{name}(...) would overwrite the child's local(s) {sorted(clobbered)}")
     if renames:
         body = [s.visit(_Substitute(renames)) for s in body]
     return prelude + body, binding
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    while name in taken:
+        name += "_"
+    return name
 
 
 def _split_at(fn: cst.FunctionDef, stmt: cst.BaseStatement) -> tuple[_Names, _Names]:
