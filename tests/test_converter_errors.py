@@ -77,9 +77,34 @@ def test_ambiguous_prefix(tmp_path):
     expect_error(tmp_path, child, 1, "ambiguous prefix")
 
 
-def test_super_inside_expression(tmp_path):
-    child = HEADER + "    def forward(self, x):\n        return super().forward(x) + 1\n"
-    expect_error(tmp_path, child, 6, "inside an expression cannot be flattened")
+def test_super_inside_an_expression_is_hoisted(tmp_path):
+    child = HEADER + (
+        "    def forward(self, xs):\n"
+        "        return [u * o for u, o in zip(self.up, super().forward(xs))]\n\n"
+        "    up = [1, 10]\n"
+    )
+    parent = PARENT.replace("        y = x * self.scale\n        return y\n", "        y = [v * self.scale for v in x]\n        return y\n")
+    text = convert(tmp_path, child, parent)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
+    assert "super()" not in text.split("def forward")[1].split("def ")[0]
+    namespace: dict = {}
+    exec(text, namespace)
+    layer = namespace["Qwen2Layer"](None)
+    layer.scale = 2.0
+    assert layer.forward([3.0, 4.0]) == [6.0, 80.0]
+
+
+@pytest.mark.parametrize(
+    ("expression", "why"),
+    [
+        ("x if x else super().forward(x)", "under a condition"),
+        ("[super().forward(v) for v in x]", "per item"),
+        ("self.reset() or super().forward(x)", "under a condition"),
+        ("[self.reset(), super().forward(x)]", "calls a function"),
+    ],
+)
+def test_super_inside_an_expression_that_cannot_move(tmp_path, expression, why):
+    child = HEADER + f"    def forward(self, x):\n        return {expression}\n"
+    expect_error(tmp_path, child, 6, why)
 
 
 def test_too_many_positional_arguments(tmp_path):

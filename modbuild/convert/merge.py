@@ -15,6 +15,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from modbuild.convert import supercall
+from modbuild.convert.hoist import hoist
 from modbuild.convert.source import ConvertError, Member, ModularWarning
 
 _ATTRIBUTE_ERROR = m.Call(func=m.Name("AttributeError")) | m.Name("AttributeError")
@@ -144,14 +145,15 @@ class ClassMerger:
         self, fn: cst.FunctionDef, inherited: dict[str, Member], deps: set[str]
     ) -> tuple[cst.FunctionDef, set[str]]:
         body: list[tuple[cst.BaseStatement, bool]] = []  # (statement, came from an inlined parent body)
+        fn, origin = self._hoist(fn, inherited)
         for stmt in fn.body.body:
             found = supercall.statement_call(stmt)
             target = inherited.get(supercall.super_method(found.call)) if found else None
             if target is None or not isinstance(target.node, cst.FunctionDef):
-                self._reject_nested_super(stmt, inherited)
                 body.append((stmt, False))
                 continue
-            inlined, binding = supercall.inline(stmt, found, target.node, fn, self.error(stmt), self.warn(stmt))
+            at = origin.get(id(stmt), stmt)
+            inlined, binding = supercall.inline(stmt, found, target.node, fn, self.error(at), self.warn(at))
             if binding.adopt_signature:
                 fn = fn.with_changes(params=supercall.adopt_signature(fn, target.node, self.error(fn)))
             deps |= target.deps
@@ -183,16 +185,22 @@ class ClassMerger:
             out.append((stmt, from_parent))
         return out
 
-    def _reject_nested_super(self, stmt: cst.BaseStatement, inherited: dict[str, Member]) -> None:
-        if not supercall.names_in([stmt]).super_calls:
-            return
-        for call in m.findall(stmt, m.Call(func=m.Attribute(value=m.Call(func=m.Name("super"))))):
-            name = supercall.super_method(call)
-            if name in inherited and supercall.statement_call(stmt) is None:
-                raise self.error(stmt)(
-                    f"super().{name}(...) inside an expression cannot be flattened: "
-                    f"call it as a statement or `return super().{name}(...)`"
-                )
+    def _hoist(self, fn: cst.FunctionDef, inherited: dict[str, Member]) -> tuple[cst.FunctionDef, dict[int, cst.CSTNode]]:
+        """Nested `super().f(...)` calls moved into locals (see `hoist`); new statements map to their source line."""
+        methods = {key for key, mem in inherited.items() if isinstance(mem.node, cst.FunctionDef)}
+        if not supercall.names_in([fn.body]).super_calls:
+            return fn, {}
+        names = supercall.names_in([fn])
+        taken = names.read | names.stored
+        body, origin = [], {}
+        for stmt in fn.body.body:
+            if supercall.statement_call(stmt) is not None:
+                body.append(stmt)
+                continue
+            for new in hoist(stmt, methods, taken, self.error(stmt)):
+                origin[id(new)] = stmt
+                body.append(new)
+        return fn.with_changes(body=fn.body.with_changes(body=body)), origin
 
     def _check_deleted_attrs(self, members: list[Member]) -> None:
         """`del self.x` removed the parent's assignment. Reads of `self.x` that nothing else assigns are kept,
