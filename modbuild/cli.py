@@ -104,8 +104,8 @@ def convert_command(args: argparse.Namespace) -> int:
     paths = [Path(p).resolve() for p in args.paths]
     root = Path(args.root).resolve() if args.root else _tree_root(paths[0])
     layout = detect(root, args.out and Path(args.out).resolve(), args.package, args.layout)
-    models, graph = load(layout, strict=False)
     selected = _selected(paths, layout)
+    models, graph = load(layout, strict=False, only=selected)
     wanted = sorted(models if selected is None else selected)
     failures = 0
     for name in wanted:

@@ -87,23 +87,31 @@ def _layout(where: Path | Layout) -> Layout:
     return where if isinstance(where, Layout) else Layout(Path(where), Path(where).parent / "generated")
 
 
-def discover(where: Path | Layout, strict: bool = True) -> dict[str, Model]:
+def discover(where: Path | Layout, strict: bool = True, only: set[str] | None = None) -> dict[str, Model]:
     """All models of a tree that have a modular file, with their parents resolved. Parents without a
     modular file (HF's hand-written llama, PaddleNLP's) are inputs, not models of the graph.
 
     `strict`: a model whose imports cannot be read (syntax error, unknown parent) raises GraphError;
     otherwise it is kept with its `error`, so the build can fail that model and go on with the others.
+    `only`: read just these models and their ancestors (converting one file of a large tree).
     """
     layout = _layout(where)
     models = {}
     for model_dir in sorted(p for p in layout.modular_root.iterdir() if p.is_dir()):
         if sources := model_sources(model_dir, layout):
             models[model_dir.name] = Model(model_dir.name, sources)
-    for model in models.values():
+    todo = sorted(models if only is None else set(only) & set(models))
+    scanned: set[str] = set()
+    while todo:
+        model = models[todo.pop()]
+        if model.name in scanned:
+            continue
+        scanned.add(model.name)
         _scan(model, set(models), layout)
         if strict and model.error:
             raise GraphError(model.error)
-    return models
+        todo += [p for p in model.parents if p not in scanned]
+    return {name: model for name, model in models.items() if name in scanned}
 
 
 def build_graph(models: dict[str, Model]) -> nx.DiGraph:
@@ -121,8 +129,10 @@ def build_graph(models: dict[str, Model]) -> nx.DiGraph:
     raise GraphError(f"import cycle: {' -> '.join(names)} ({where})")
 
 
-def load(where: Path | Layout, strict: bool = True) -> tuple[dict[str, Model], nx.DiGraph]:
-    models = discover(where, strict)
+def load(
+    where: Path | Layout, strict: bool = True, only: set[str] | None = None
+) -> tuple[dict[str, Model], nx.DiGraph]:
+    models = discover(where, strict, only)
     return models, build_graph(models)
 
 

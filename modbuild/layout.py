@@ -159,6 +159,8 @@ def detect(root: Path, out: Path | None = None, package: str | None = None, styl
     if style is None:
         dirs = [d for d in root.iterdir() if d.is_dir()]
         plain = sum((d / "modeling.py").is_file() or (d / "configuration.py").is_file() for d in dirs)
-        named = sum((d / f"modeling_{d.name}.py").is_file() or (d / f"configuration_{d.name}.py").is_file() for d in dirs)
+        named = sum(
+            (d / f"modeling_{d.name}.py").is_file() or (d / f"configuration_{d.name}.py").is_file() for d in dirs
+        )
         style = "paddlenlp" if plain > named else "hf"
     return Layout(root, Path(out) if out else root, package or _package_of(root) or root.name, style)

@@ -129,7 +129,9 @@ def _pick(votes: Counter[str], what: str) -> str | None:
         return None
     ranked = sorted(votes.items(), key=lambda kv: (-kv[1], -sum(c.isupper() for c in kv[0]), kv[0]))
     if len(ranked) > 1 and ranked[0][1] == ranked[1][1] and ranked[0][0].lower() != ranked[1][0].lower():
-        raise PrefixError(f"ambiguous prefix: class names suggest {what} {ranked[0][0]} and {ranked[1][0]} equally often")
+        raise PrefixError(
+            f"ambiguous prefix: class names suggest {what} {ranked[0][0]} and {ranked[1][0]} equally often"
+        )
     return ranked[0][0]
 
 

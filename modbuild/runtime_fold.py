@@ -119,7 +119,14 @@ def plan(child: ast.FunctionDef, parent: ast.FunctionDef) -> tuple[int, dict[int
     for index in range(call + 1, len(child.body)):
         stmt = child.body[index]
         attr = _self_attr(stmt, ast.Assign) or _self_attr(stmt, ast.Delete)
-        last = next((k for k in range(len(out) - 1, -1, -1) if out[k][1] is None and _self_attr(out[k][0], ast.Assign) == attr), None)
+        last = next(
+            (
+                k
+                for k in range(len(out) - 1, -1, -1)
+                if out[k][1] is None and _self_attr(out[k][0], ast.Assign) == attr
+            ),
+            None,
+        )
         if attr is not None and last is not None and isinstance(stmt, ast.Delete):
             del out[last]
             continue

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import libcst as cst
-import libcst.matchers as m
 
 from modbuild.convert.collect import Namespace
 from modbuild.convert.emit import FormatError, render, ruff_format
+from modbuild.convert.nodes import is_docstring, is_name, single
 from modbuild.convert.resolve import load_parents
 from modbuild.convert.source import ConvertError, SourceModule, load_source
 from modbuild.header import with_header
@@ -35,8 +35,10 @@ def model_of(path: Path) -> str:
 
 
 def _has_future_annotations(module: SourceModule) -> bool:
-    future = m.SimpleStatementLine([m.ImportFrom(module=m.Name("__future__"))])
-    return any(m.matches(stmt, future) for stmt in module.module.body)
+    return any(
+        isinstance(inner := single(stmt), cst.ImportFrom) and is_name(inner.module, "__future__")
+        for stmt in module.module.body
+    )
 
 
 def convert_file(path: Path, layout: Layout, read: Reader | None = None) -> dict[Path, str]:
@@ -92,7 +94,7 @@ def split_by_kind(ns: Namespace) -> list[tuple[str, list, dict[str, list[str]]]]
 def _docstring(module: SourceModule) -> str:
     """The modular file's docstring, which describes the model: it heads the modeling file too."""
     body = module.module.body
-    if body and m.matches(body[0], m.SimpleStatementLine([m.Expr(m.SimpleString() | m.ConcatenatedString())])):
+    if body and is_docstring(body[0]):
         return cst.Module([]).code_for_node(body[0]).strip()
     return ""
 

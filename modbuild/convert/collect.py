@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import libcst as cst
-import libcst.matchers as m
 from libcst.helpers import get_full_name_for_node
 
 from modbuild.convert import supercall
 from modbuild.convert.merge import ClassMerger, ParentClass
+from modbuild.convert.nodes import find_all, is_docstring, is_name
 from modbuild.convert.rename import rename_node, replace_names
 from modbuild.convert.resolve import Parent, ParentImports
 from modbuild.convert.source import ConvertError, Member, SourceModule, Unit, member_key
@@ -77,18 +77,17 @@ class Namespace:
         """Parent classes called explicitly by a child class that subclasses them, `LlamaAttention.forward(self, x)`:
         the escape hatch. Such a child keeps the parent class (under its own name) as a real base."""
         found = []
-        call = m.Call(func=m.Attribute(value=m.Name()), args=[m.Arg(value=m.Name("self")), m.ZeroOrMore()])
         for unit in self.child.units:
             if not isinstance(unit.node, cst.ClassDef):
                 continue
             bases = {
-                a.value.value
-                for a in unit.node.bases
-                if m.matches(a.value, m.Name()) and a.value.value in self.imports.symbols
+                a.value.value for a in unit.node.bases if is_name(a.value) and a.value.value in self.imports.symbols
             }
             code = cst.Module([]).code_for_node(unit.node) if bases else ""
             if any(f"{base}." in code for base in bases):  # matchers are slow: look only where it can be
-                found += [c.func.value.value for c in m.findall(unit.node, call) if c.func.value.value in bases]
+                found += [
+                    c.func.value.value for c in find_all(unit.node, _explicit_call) if c.func.value.value in bases
+                ]
         return sorted(set(found))
 
     def _kept_parent_class(self, alias: str) -> OutUnit:
@@ -133,7 +132,7 @@ class Namespace:
             units.append(out)
             roots.append(out)
         for stmt, deps, line in self.child.loose:
-            if not _is_docstring_or_all(stmt):
+            if not is_docstring(stmt):
                 roots.append(self._new((), self._localise(stmt), self._out(deps), (10**6, line)))
         return units, roots
 
@@ -176,7 +175,7 @@ class Namespace:
         node = unit.node
         # Only the first parent-model base is flattened; further ones (mixins) stay bases, renamed.
         found = [(arg, hit) for arg in node.bases if (hit := self._parent_base(arg))][:1]
-        if not found or m.matches(found[0][0].value, m.Name()) and found[0][0].value.value in self.kept:
+        if not found or is_name(found[0][0].value) and found[0][0].value.value in self.kept:
             return None
         parents = []
         for arg, (parent, original) in found:
@@ -286,8 +285,12 @@ def relocate_import(node: cst.SimpleStatementLine, model: str) -> cst.SimpleStat
     return node.with_changes(body=[stmt.with_changes(relative=[cst.Dot(), cst.Dot()], module=module)])
 
 
-def _is_docstring_or_all(stmt: cst.BaseStatement) -> bool:
-    if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
-        return False
-    inner = stmt.body[0]
-    return isinstance(inner, cst.Expr) and isinstance(inner.value, (cst.SimpleString, cst.ConcatenatedString))
+def _explicit_call(node: cst.CSTNode) -> bool:
+    """`LlamaAttention.forward(self, ...)`: a class's method called with `self`."""
+    return (
+        isinstance(node, cst.Call)
+        and isinstance(node.func, cst.Attribute)
+        and is_name(node.func.value)
+        and bool(node.args)
+        and is_name(node.args[0].value, "self")
+    )

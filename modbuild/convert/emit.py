@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import subprocess
-from functools import lru_cache
 from collections.abc import Iterable
+from functools import lru_cache
 
 import libcst as cst
 import networkx as nx

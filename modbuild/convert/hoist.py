@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import libcst as cst
-import libcst.matchers as m
 
+from modbuild.convert.nodes import find_all, is_super_call
 from modbuild.convert.source import ConvertError
 from modbuild.convert.supercall import super_method
 
-SUPER_CALL = m.Call(func=m.Attribute(value=m.Call(func=m.Name("super"))))
+_EFFECTS = (cst.Call, cst.Await, cst.Yield, cst.NamedExpr)
 _CONDITIONAL = (cst.IfExp, cst.BooleanOperation, cst.Lambda)
 _COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)
 
@@ -72,7 +72,7 @@ def _unsafe(parent: cst.CSTNode, child: cst.CSTNode, outer: cst.CSTNode | None) 
     before = _evaluated_before(parent, child, outer)
     if before is None:
         return "it runs only under a condition, or per item, there"
-    if any(m.findall(part, m.Call() | m.Await() | m.Yield() | m.NamedExpr()) for part in before):
+    if any(find_all(part, lambda n: isinstance(n, _EFFECTS)) for part in before):
         return "something evaluated before it in the statement calls a function"
     return None
 
@@ -84,7 +84,7 @@ def hoist(
     error: Callable[[str], ConvertError],
 ) -> list[cst.BaseStatement]:
     """`stmt` preceded by one `super_<f> = super().<f>(...)` per nested call of an inherited method."""
-    calls = [c for c in m.findall(stmt, SUPER_CALL) if super_method(c) in methods]
+    calls = [c for c in find_all(stmt, is_super_call) if super_method(c) in methods]
     if not calls:
         return [stmt]
     if isinstance(stmt, (cst.While, cst.With, cst.Try, cst.FunctionDef, cst.ClassDef)) or len(calls) > 1:

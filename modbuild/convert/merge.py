@@ -12,13 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import libcst as cst
-import libcst.matchers as m
 
 from modbuild.convert import supercall
 from modbuild.convert.hoist import hoist
+from modbuild.convert.nodes import find_all, is_docstring, is_name, is_super_call, single, strip_docstring
 from modbuild.convert.source import ConvertError, Member, ModularWarning
 
-_ATTRIBUTE_ERROR = m.Call(func=m.Name("AttributeError")) | m.Name("AttributeError")
+
+def _attribute_error(node: cst.CSTNode | None) -> bool:
+    """`AttributeError` or `AttributeError(...)`: the dialect's removal marker."""
+    return is_name(node.func if isinstance(node, cst.Call) else node, "AttributeError")
 
 
 @dataclass
@@ -35,17 +38,17 @@ class Merged:
 
 
 def is_removal(node: cst.BaseStatement) -> bool:
-    if m.matches(node, m.SimpleStatementLine(body=[m.Assign(value=_ATTRIBUTE_ERROR)])):
+    if isinstance(inner := single(node), cst.Assign) and _attribute_error(inner.value):
         return True
     if isinstance(node, cst.FunctionDef):
-        body = supercall._strip_docstring(list(node.body.body))
-        return len(body) == 1 and m.matches(body[0], m.SimpleStatementLine(body=[m.Raise(exc=_ATTRIBUTE_ERROR)]))
+        body = strip_docstring(list(node.body.body))
+        return len(body) == 1 and isinstance(inner := single(body[0]), cst.Raise) and _attribute_error(inner.exc)
     return False
 
 
 def _docstring(fn: cst.FunctionDef) -> cst.BaseStatement | None:
     body = fn.body.body
-    if body and m.matches(body[0], m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString())])):
+    if body and is_docstring(body[0]):
         return body[0]
     return None
 
@@ -92,7 +95,7 @@ class ClassMerger:
             if (
                 isinstance(arg.value, cst.Name)
                 and arg.value.value in own
-                or m.matches(arg.value, m.Attribute())
+                or isinstance(arg.value, cst.Attribute)
                 and _code(arg.value) in own
             ):
                 bases += next(merged).node.bases
@@ -124,7 +127,7 @@ class ClassMerger:
             if not is_removal(override.node):
                 out.append(self._member(override, mem, inherited))
         for mem in child:
-            if mem.key in used or is_removal(mem.node) or m.matches(mem.node, m.SimpleStatementLine([m.Pass()])):
+            if mem.key in used or is_removal(mem.node) or isinstance(single(mem.node), cst.Pass):
                 continue
             new = self._member(mem, None, inherited)
             if mem.key == "__doc__":
@@ -185,7 +188,9 @@ class ClassMerger:
             out.append((stmt, from_parent))
         return out
 
-    def _hoist(self, fn: cst.FunctionDef, inherited: dict[str, Member]) -> tuple[cst.FunctionDef, dict[int, cst.CSTNode]]:
+    def _hoist(
+        self, fn: cst.FunctionDef, inherited: dict[str, Member]
+    ) -> tuple[cst.FunctionDef, dict[int, cst.CSTNode]]:
         """Nested `super().f(...)` calls moved into locals (see `hoist`); new statements map to their source line."""
         methods = {key for key, mem in inherited.items() if isinstance(mem.node, cst.FunctionDef)}
         if not supercall.names_in([fn.body]).super_calls:
@@ -218,9 +223,7 @@ class ClassMerger:
 
 
 def _is_property(node: cst.BaseStatement) -> bool:
-    return isinstance(node, cst.FunctionDef) and any(
-        m.matches(d.decorator, m.Name("property")) for d in node.decorators
-    )
+    return isinstance(node, cst.FunctionDef) and any(is_name(d.decorator, "property") for d in node.decorators)
 
 
 def _code(node: cst.CSTNode) -> str:
@@ -284,7 +287,7 @@ def _drop_dead_locals(body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[
     for stmt, from_parent in reversed(body):
         names = _AllNames()
         stmt.visit(names)
-        if from_parent and m.matches(stmt, m.SimpleStatementLine([m.Assign(targets=[m.AssignTarget()])])):
+        if from_parent and isinstance(inner := single(stmt), cst.Assign) and len(inner.targets) == 1:
             targets = {t.value for t in supercall._flat_names(stmt.body[0].targets[0].target)}
             value = _AllNames()
             stmt.body[0].value.visit(value)
@@ -301,7 +304,7 @@ def _self_attr(stmt: cst.BaseStatement, kind: type) -> str | None:
         return None
     inner = stmt.body[0]
     target = inner.target if kind is cst.Del else (inner.targets[0].target if len(inner.targets) == 1 else None)
-    if m.matches(target, m.Attribute(value=m.Name("self"))):
+    if isinstance(target, cst.Attribute) and is_name(target.value, "self"):
         return target.attr.value
     return None
 
@@ -314,7 +317,13 @@ def _last_assignment(body: list[tuple[cst.BaseStatement, bool]], attr: str) -> i
     return None
 
 
-_OPAQUE_CALL = m.Call(func=m.Attribute(value=m.Name("self") | m.Call(func=m.Name("super"))))
+def _opaque_call(node: cst.CSTNode) -> bool:
+    """`self.f(...)` or `super().f(...)`: a call that may set any attribute."""
+    return (
+        isinstance(node, cst.Call)
+        and isinstance(node.func, cst.Attribute)
+        and (is_name(node.func.value, "self") or is_super_call(node))
+    )
 
 
 def _placement(stmt: cst.BaseStatement, body: list[tuple[cst.BaseStatement, bool]], index: int) -> str:
@@ -323,7 +332,7 @@ def _placement(stmt: cst.BaseStatement, body: list[tuple[cst.BaseStatement, bool
     the child's value, as the author meant), or "keep" both: when something in between writes what `v`
     reads, or calls `self.f()` / `super().f()`, which may set self.x again."""
     between = [s for s, _ in body[index + 1 :]]
-    if any(m.findall(s, _OPAQUE_CALL) for s in between):
+    if any(find_all(s, _opaque_call) for s in between):
         return "keep"
     between_names = supercall.names_in(between)
     written = between_names.stored | {a for s in between if (a := _self_attr(s, cst.Assign))}
@@ -335,4 +344,4 @@ def _placement(stmt: cst.BaseStatement, body: list[tuple[cst.BaseStatement, bool
 
 def _statements(node: cst.CSTNode) -> list[cst.BaseStatement]:
     """Every statement inside a node (nested blocks too)."""
-    return [n for n in m.findall(node, m.SimpleStatementLine())]
+    return find_all(node, lambda n: isinstance(n, cst.SimpleStatementLine))

@@ -115,13 +115,17 @@ def load_parents(
     for parent_model, kind, line in imports.order:
         path = layout.file(parent_model, kind)
         if not exists(path):
-            raise ConvertError(child.path, line, f"parent module {path} does not exist (convert '{parent_model}' first)")
+            raise ConvertError(
+                child.path, line, f"parent module {path} does not exist (convert '{parent_model}' first)"
+            )
         if parent_model not in parents:
             pp = parent_prefixes[parent_model]
             parents[parent_model] = Parent(parent_model, pp, Renamer(pp, prefix), {})
         _load_kind(parents[parent_model], kind, layout, exists, read)
     for parent in parents.values():
-        parent.modules = dict(sorted(parent.modules.items(), key=lambda item: (item[0] != "modeling", kind_order(item[0]))))
+        parent.modules = dict(
+            sorted(parent.modules.items(), key=lambda item: (item[0] != "modeling", kind_order(item[0])))
+        )
         _index_parent(parent)
         _check_symbols(child, imports, parent)
     return prefix, list(parents.values()), imports

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import libcst as cst
-import libcst.matchers as m
 
+from modbuild.convert.nodes import has_decorator, is_name, is_super_call, single, strip_docstring
 from modbuild.convert.source import ConvertError
 
 SUPER_KWARGS = "super_kwargs"  # `**super_kwargs` in a child signature: "the parent's full signature"
@@ -20,7 +20,7 @@ SUPER_KWARGS = "super_kwargs"  # `**super_kwargs` in a child signature: "the par
 
 def super_method(call: cst.BaseExpression) -> str | None:
     """`f` if the expression is `super().f(...)` or `super(Cls, self).f(...)`."""
-    if m.matches(call, m.Call(func=m.Attribute(value=m.Call(func=m.Name("super"))))):
+    if is_super_call(call):
         return call.func.attr.value
     return None
 
@@ -125,7 +125,7 @@ def names_in(nodes) -> _Names:
 
 
 def _is_static(fn: cst.FunctionDef) -> bool:
-    return any(m.matches(d.decorator, m.Name("staticmethod")) for d in fn.decorators)
+    return has_decorator(fn, "staticmethod")
 
 
 @dataclass
@@ -155,7 +155,7 @@ def bind(
                 raise err(f"`*{_code(arg.value)}` passed to super(), but the parent has no *args")
             out.values[star] = arg.value
         elif arg.star == "**":
-            if m.matches(arg.value, m.Name(SUPER_KWARGS)) and child_kw == SUPER_KWARGS:
+            if is_name(arg.value, SUPER_KWARGS) and child_kw == SUPER_KWARGS:
                 out.adopt_signature = True
             elif star_kw is None:
                 raise err(f"`**{_code(arg.value)}` passed to super(), but the parent has no **kwargs")
@@ -225,12 +225,6 @@ def _sig(fn: cst.FunctionDef) -> str:
     return f"def {fn.name.value}({_code(fn.params)})"
 
 
-def _strip_docstring(body: list[cst.BaseStatement]) -> list[cst.BaseStatement]:
-    if body and m.matches(body[0], m.SimpleStatementLine(body=[m.Expr(value=m.SimpleString())])):
-        return body[1:]
-    return body
-
-
 def inline(
     stmt: cst.BaseStatement,
     found: SuperStatement,
@@ -241,7 +235,7 @@ def inline(
 ) -> tuple[list[cst.BaseStatement], Binding]:
     """The statements that replace one statement-level super() call."""
     binding = bind(found.call, parent, child, err, warn)
-    body = _strip_docstring(list(parent.body.body))
+    body = strip_docstring(list(parent.body.body))
     parent_names = names_in(body)
     name = parent.name.value
     if found.form == "expr" and parent_names.returns_value:
@@ -258,13 +252,15 @@ def inline(
     prelude, renames = [], {}
     in_fstrings = parent_names.in_fstrings
     for param, value in binding.values.items():
-        if m.matches(value, m.Name(param)) or param not in parent_names.read:
+        if is_name(value, param) or param not in parent_names.read:
             continue
         if param not in parent_names.stored and _substitutable(value, parent_names, param in in_fstrings):
             renames[param] = value  # `super().f(y)` for `def f(self, x)`: the body reads y
             continue
         target = param
-        if param in needed:  # the child's own `param` is still in use after the call: the parent's gets a name of its own
+        if (
+            param in needed
+        ):  # the child's own `param` is still in use after the call: the parent's gets a name of its own
             target = _fresh(f"super_{param}", parent_names.read | parent_names.stored | visible | after.read)
             renames[param] = cst.Name(target)
         prelude.append(cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(cst.Name(target))], value)]))
@@ -296,7 +292,7 @@ def _return_as_assignment(
     body: list[cst.BaseStatement], target, error: Callable[[], ConvertError]
 ) -> list[cst.BaseStatement]:
     *rest, last = body or [cst.SimpleStatementLine([cst.Pass()])]
-    if names_in(rest).returns_value or not m.matches(last, m.SimpleStatementLine([m.Return(value=m.DoNotCare())])):
+    if names_in(rest).returns_value or not isinstance(single(last), cst.Return):
         raise error()
     value = last.body[0].value
     if value is None:
