@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
-from modbuild.convert.source import ConvertError, SourceModule, Unit, load_source
+from modbuild.convert.source import ConvertError, ModularWarning, SourceModule, Unit, load_source
 from modbuild.layout import Layout, kind_order
 from modbuild.naming import Prefix, PrefixError, Renamer, infer_prefixes
 
@@ -169,5 +170,17 @@ def _index_parent(parent: Parent) -> None:
 
 def _check_symbols(child: SourceModule, imports: ParentImports, parent: Parent) -> None:
     for local, (model, original) in imports.symbols.items():
-        if model == parent.model and parent.find(original) is None:
-            raise ConvertError(child.path, imports.lines[local], f"'{original}' is not defined in model '{model}'")
+        if model != parent.model or parent.find(original) is not None:
+            continue
+        line = imports.lines[local]
+        spelled = {n for mod in parent.modules.values() for n in mod.definitions() if n.lower() == original.lower()}
+        if len(spelled) != 1:
+            raise ConvertError(child.path, line, f"'{original}' is not defined in model '{model}'")
+        (actual,) = spelled  # HF's converter matches names regardless of case: `Paligemma...` for `PaliGemma...`
+        warnings.warn_explicit(
+            f"'{original}' is not defined in model '{model}'; using '{actual}', the one name that differs only in case",
+            ModularWarning,
+            str(child.path),
+            line,
+        )
+        imports.symbols[local] = (model, actual)
