@@ -14,7 +14,6 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
-_KEY_LIKE = re.compile(r"[A-Za-z0-9_.]+")
 
 
 @dataclass(frozen=True)
@@ -56,9 +55,8 @@ class Renamer:
         return name
 
     def string(self, value: str) -> str:
-        """Rename a string constant only if it looks like a key: `"llama."`, `"LlamaModel"`."""
-        if not _KEY_LIKE.fullmatch(value):
-            return value
+        """Rename the prefix inside a string constant, by the same segment rule as identifiers: keys
+        (`"llama."`, `"LlamaModel"`) and prose (`"Initializing the LlamaConfig"`) alike, as HF does."""
         return self.identifier(value)
 
 

@@ -32,10 +32,11 @@ def test_identifier_segments(name, expected):
         ("LlamaModel", "Qwen2Model"),
         ("llama3", "llama3"),
         ("model.layers.0", "model.layers.0"),
-        ("a llama walks", "a llama walks"),
+        ("Initializing the `LlamaConfig`", "Initializing the `Qwen2Config`"),
+        ("a llama3 rope, llamas", "a llama3 rope, llamas"),
     ],
 )
-def test_string_constants_only_when_key_like(value, expected):
+def test_string_constants_by_the_segment_rule(value, expected):
     assert LLAMA_TO_QWEN2.string(value) == expected
 
 

@@ -348,7 +348,7 @@ def test_two_argument_super_and_descriptors(tmp_path):
 
 QWEN3 = """
     class Qwen3RMSNorm:
-        source = "qwen3 file"
+        source = "first parent file"
 
 
     class Qwen3MLP:
@@ -357,7 +357,7 @@ QWEN3 = """
 
 
     class Qwen3Attention:
-        origin = "qwen3 file"
+        origin = "first parent file"
 
         def __init__(self):
             self.q_norm = Qwen3RMSNorm()
@@ -371,15 +371,15 @@ QWEN3 = """
 
 QWEN2_MOE = """
     class Qwen2MoeRMSNorm:
-        source = "qwen2_moe file"
+        source = "second parent file"
 
 
     class Qwen2MoeAttention:
-        origin = "qwen2_moe file"
+        origin = "second parent file"
 
 
     class Qwen2MoeMLP:
-        kind = "qwen2_moe file"
+        kind = "second parent file"
 
 
     class Qwen2MoeSparseMoeBlock:
@@ -429,8 +429,8 @@ def test_two_parents_with_first_parent_priority(tmp_path):
         },
     )
     mod = load(tmp_path, "qwen3_moe")
-    assert mod.Qwen3MoeRMSNorm.source == "qwen3 file"  # both parents define it: the first import wins
-    assert mod.Qwen3MoeAttention.origin == "qwen3 file"
+    assert mod.Qwen3MoeRMSNorm.source == "first parent file"  # both parents define it: the first import wins
+    assert mod.Qwen3MoeAttention.origin == "first parent file"
     assert not hasattr(mod, "Qwen3MoeMoeMLP") and not hasattr(mod, "Qwen2MoeRMSNorm")
     layer = mod.Qwen3MoeDecoderLayer()
     assert type(layer.self_attn) is mod.Qwen3MoeAttention
@@ -438,10 +438,10 @@ def test_two_parents_with_first_parent_priority(tmp_path):
     assert type(layer.mlp) is mod.Qwen3MoeSparseMoeBlock
     assert layer.mlp.gate_name == "qwen3_moe.gate"
     # qwen2_moe code finds qwen3's RMSNorm (first parent wins for the names it uses) ...
-    assert type(layer.mlp.norm) is mod.Qwen3MoeRMSNorm and layer.mlp.norm.source == "qwen3 file"
+    assert type(layer.mlp.norm) is mod.Qwen3MoeRMSNorm and layer.mlp.norm.source == "first parent file"
     # ... but an explicit import means the named parent's definition, even though both rename to Qwen3MoeMLP.
     base = mod.Qwen3MoeMLP.__bases__[0]
-    assert base.__name__ == "Qwen3MoeMLP" and base.kind == "qwen2_moe file" and not hasattr(mod.Qwen3MoeMLP(), "norm")
+    assert base.__name__ == "Qwen3MoeMLP" and base.kind == "second parent file" and not hasattr(mod.Qwen3MoeMLP(), "norm")
     assert mod.Qwen2MoeMLP is mod.Qwen3MoeMLP  # the alias, rebound to the child's class once it is defined
     assert all(type(e) is mod.Qwen3MoeMLP for e in layer.mlp.experts)
     assert type(mod.Qwen3MoeDecoderLayer.__mro__[1]().mlp) is mod.Qwen3MoeMLP  # qwen3's layer builds it too
@@ -640,7 +640,7 @@ BASES_PARENT = """
         base_model_prefix = "llama"
 
         def init_weights(self):
-            return "llama-init"
+            return "parent-init"
 
 
     class LlamaAttention:
@@ -715,6 +715,6 @@ def test_child_base_classes_containers_and_dataclasses(tmp_path):
     assert type(mod.Qwen2Model("sdpa").attn) is mod.Qwen2SdpaAttention
     # A parent dataclass: regenerated on the clone, so its defaults are renamed too.
     out = mod.Qwen2Model().forward()
-    assert type(out) is mod.Qwen2Output and out == mod.Qwen2Output("qwen2-init:llama-init", "qwen2")
+    assert type(out) is mod.Qwen2Output and out == mod.Qwen2Output("qwen2-init:parent-init", "qwen2")
     assert repr(out).startswith("Qwen2Output(")
     assert mod.Qwen2Config.model_type == "qwen2"
