@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 
-
 @dataclass(frozen=True)
 class Prefix:
     lower: str

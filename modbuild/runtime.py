@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from modbuild.naming import Prefix, PrefixError, Renamer, infer_prefixes
-from modbuild.runtime_fold import FOLD, fold_class, replace_assignments
+from modbuild.runtime_fold import FOLD, fold_class, recompile_init, replace_assignments
 
 __all__ = ["ModularError", "load_modular"]
 
@@ -383,7 +383,7 @@ class _Loader:
             self.classes[id(cls)] = (cls, scratch)
         return cls
 
-    def load_parents(self, imports: list[_Import]) -> None:
+    def load_parents(self, imports: list[_Import], tree: ast.Module) -> None:
         for imp in imports:
             if imp.model == self.model:
                 continue
@@ -397,6 +397,7 @@ class _Loader:
                 if name not in scratch.ns or _dunder(name):
                     dotted = f"{GENERATED}.{imp.model}.{imp.stem}"
                     raise ModularError(self.path, imp.line, f"cannot import name {name!r} from {dotted}")
+        self.reorder_inits(tree, imports)
         self._populate(list(dict.fromkeys(imp.model for imp in imports if imp.model != self.model)))
 
     def _populate(self, models: list[str]) -> None:
@@ -547,7 +548,7 @@ class _Loader:
                     self._bind(imp)
             else:
                 if isinstance(stmt, ast.ClassDef):
-                    stmt = fold_class(stmt, self._parent_class_node(stmt))
+                    stmt = fold_class(stmt, *self._parent_class_node(stmt))
                 module = ast.Module(body=[stmt], type_ignores=[])
                 code = compile(module, str(self.path), "exec", flags=flags, dont_inherit=True)
                 exec(code, self.G)  # noqa: S102 (the child's own statement)
@@ -556,17 +557,36 @@ class _Loader:
                 for name in _removed_names(stmt):
                     setattr(cls, name, _Removed(name))
 
-    def _parent_class_node(self, node: ast.ClassDef) -> ast.ClassDef | None:
-        """The source of the parent class a child class flattens: its first base imported from a parent."""
+    def _parent_class_node(self, node: ast.ClassDef) -> tuple[ast.ClassDef | None, str]:
+        """The source of the parent class a child class flattens (its first base imported from a parent), and
+        its file."""
         for base in node.bases:
             if isinstance(base, ast.Name) and base.id in self.origins:
                 scratch, name = self.origins[base.id]
-                return scratch.class_node(name)
+                return scratch.class_node(name), scratch.module.__file__
             if isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name):
                 proxy = self.G.get(base.value.id)
                 if isinstance(proxy, _ModuleProxy):
-                    return proxy._scratch.class_node(base.attr)
-        return None
+                    return proxy._scratch.class_node(base.attr), proxy._scratch.module.__file__
+        return None, ""
+
+    def reorder_inits(self, tree: ast.Module, imports: list[_Import]) -> None:
+        """A child `__init__` that calls `super().__init__` flattens its parent's, whose own base-class call runs
+        first there (`runtime_fold.init_call_first`): give the parent class that `__init__` before cloning."""
+        origin = {
+            alias: (imp, name) for imp in imports if imp.stem and imp.model != self.model for name, alias in imp.names
+        }
+        for node in tree.body:
+            if not isinstance(node, ast.ClassDef) or not _calls_super_init(node):
+                continue
+            base = next((b.id for b in node.bases if isinstance(b, ast.Name) and b.id in origin), None)
+            if base is None:
+                continue
+            imp, name = origin[base]
+            scratch = self.scratch[(imp.model, imp.stem)]
+            cls, parent = scratch.ns.get(name), scratch.class_node(name)
+            if isinstance(cls, type) and parent is not None:
+                recompile_init(cls, parent, scratch.ns, scratch.module.__file__)
 
     def _bind(self, imp: _Import) -> None:
         """A parent import binds the clone of that parent's symbol (a module import binds a proxy reading G).
@@ -635,6 +655,20 @@ class _Loader:
                 clone.__bases__ = tuple(new if base is old else base for base in clone.__bases__)
 
 
+def _calls_super_init(node: ast.ClassDef) -> bool:
+    init = next((s for s in node.body if isinstance(s, ast.FunctionDef) and s.name == "__init__"), None)
+    return init is not None and any(
+        isinstance(s, (ast.Expr, ast.Assign))
+        and isinstance(s.value, ast.Call)
+        and isinstance(s.value.func, ast.Attribute)
+        and s.value.func.attr == "__init__"
+        and isinstance(s.value.func.value, ast.Call)
+        and isinstance(s.value.func.value.func, ast.Name)
+        and s.value.func.value.func.id == "super"
+        for s in init.body
+    )
+
+
 def explicit_parent_calls(tree: ast.Module, parent_names: set[str]) -> set[str]:
     """Parent classes a child class calls explicitly, `LlamaAttention.forward(self, ...)`: the escape hatch
     that keeps the parent class itself (the converter keeps it too, under its own name)."""
@@ -673,7 +707,7 @@ def load_modular(path: str | Path, root: Path | None = None) -> types.ModuleType
     module.__dict__.update(__file__=str(path), __builtins__=builtins)
     loader = _Loader(module, path, root, _renamers(tree, imports, path.parent.name, path))
     loader.pinned = explicit_parent_calls(tree, {alias for imp in imports for _, alias in imp.names})
-    loader.load_parents(imports)
+    loader.load_parents(imports, tree)
     loader.run_child(tree, by_stmt)
     module.__dict__.setdefault("__all__", [node.name for node in tree.body if isinstance(node, _DEFS)])
     return module

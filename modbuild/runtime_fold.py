@@ -15,6 +15,7 @@ parent's top-level assignment is replaced unless something between it and the ch
 from __future__ import annotations
 
 import ast
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,14 +24,18 @@ FOLD = "__modbuild_replace_assignments__"  # the context manager's name in the l
 
 
 @contextmanager
-def replace_assignments(obj: Any, overrides: dict[str, tuple[int, Callable[[], Any]]]) -> Iterator[None]:
-    """While the block runs, the `nth` setting of `obj.<name>` stores `make()` instead of the parent's value."""
+def replace_assignments(
+    obj: Any, where: tuple[str, int], overrides: dict[str, tuple[int, Callable[[], Any]]]
+) -> Iterator[None]:
+    """While the block runs, the `nth` assignment of `obj.<name>` made by the parent's method itself (its code
+    starts at `where`, (file, line)) stores `make()` instead of the parent's value."""
     cls = type(obj)
     previous = cls.__setattr__
     seen = dict.fromkeys(overrides, 0)
 
     def __setattr__(self: Any, name: str, value: Any) -> None:
-        if self is obj and name in overrides:
+        code = sys._getframe(1).f_code
+        if self is obj and name in overrides and (code.co_filename, code.co_firstlineno) == where:
             seen[name] += 1
             nth, make = overrides[name]
             if seen[name] == nth:
@@ -73,18 +78,6 @@ def _super_method(stmt: ast.stmt) -> str | None:
     return None
 
 
-def _opaque(stmt: ast.stmt) -> bool:
-    """A call of `self.f()` or `super().f()`: it may set any attribute."""
-    for node in ast.walk(stmt):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            owner = node.func.value
-            if isinstance(owner, ast.Name) and owner.id == "self":
-                return True
-            if isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super":
-                return True
-    return False
-
-
 def _names(nodes: list[ast.AST], ctx: type) -> set[str]:
     return {n.id for node in nodes for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)}
 
@@ -99,11 +92,66 @@ def _self_reads(nodes: list[ast.AST]) -> set[str]:
 
 
 def _foldable(stmt: ast.Assign, between: list[ast.stmt]) -> bool:
-    if any(_opaque(s) for s in between):
-        return False
     written = _names(between, ast.Store) | {a for s in between if (a := _self_attr(s, ast.Assign))}
     reads = _names([stmt.value], ast.Load) | _self_reads([stmt.value])
     return not reads & written
+
+
+_EFFECTS = (ast.Call, ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr, ast.Lambda)
+
+
+def _repeats_parent(stmt: ast.stmt, out: list[tuple[ast.stmt, int | None]]) -> bool:
+    """A child's word-for-word repeat of a parent's pure local assignment, nothing it reads changed since."""
+    if not (isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets)):
+        return False
+    if any(isinstance(n, _EFFECTS) for n in ast.walk(stmt.value)):
+        return False
+    dump = ast.dump(stmt)
+    for index in range(len(out) - 1, -1, -1):
+        if out[index][1] is None and ast.dump(out[index][0]) == dump:
+            later = [s for s, _ in out[index + 1 :]]
+            written = _names(later, ast.Store) | {a for s in later if (a := _self_attr(s, ast.Assign))}
+            return not written & (_names([stmt], ast.Load) | _self_reads([stmt.value]))
+    return False
+
+
+def init_call_first(fn: ast.FunctionDef) -> ast.FunctionDef | None:
+    """The parent's `__init__` with its statement-level `super().__init__(...)` moved first (after the
+    docstring), as the converter lays out a flattened `__init__`; None when it is first already or absent."""
+    start = 1 if ast.get_docstring(fn, clean=False) is not None else 0
+    index = next((i for i, s in enumerate(fn.body) if isinstance(s, ast.Expr) and _is_init_call(s.value)), None)
+    if index is None or index <= start:
+        return None
+    body = [*fn.body[:start], fn.body[index], *fn.body[start:index], *fn.body[index + 1 :]]
+    return ast.FunctionDef(**{**{f: getattr(fn, f) for f in fn._fields}, "body": body})
+
+
+def _is_init_call(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "__init__"
+        and isinstance(node.func.value, ast.Call)
+        and isinstance(node.func.value.func, ast.Name)
+        and node.func.value.func.id == "super"
+    )
+
+
+def recompile_init(cls: type, node: ast.ClassDef, namespace: dict, filename: str) -> None:
+    """Give a parent class (in its private scratch module) the `init_call_first` version of its `__init__`."""
+    fn = next((s for s in node.body if isinstance(s, ast.FunctionDef) and s.name == "__init__"), None)
+    if fn is None or "__init__" not in cls.__dict__ or (reordered := init_call_first(fn)) is None:
+        return
+    holder = ast.ClassDef(name=node.name, bases=[], keywords=[], body=[reordered], decorator_list=[])
+    module = ast.fix_missing_locations(ast.Module([ast.copy_location(holder, node)], []))
+    local: dict = {}
+    exec(compile(module, filename, "exec", dont_inherit=True), namespace, local)  # noqa: S102 (the parent's own code)
+    init = local[node.name].__dict__["__init__"]
+    for name, cell in zip(init.__code__.co_freevars, init.__closure__ or ()):
+        if name == "__class__":
+            cell.cell_contents = cls  # zero-argument super() means the real parent class
+    init.__qualname__ = cls.__dict__["__init__"].__qualname__
+    cls.__init__ = init
 
 
 def plan(child: ast.FunctionDef, parent: ast.FunctionDef) -> tuple[int, dict[int, tuple[str, int]]] | None:
@@ -118,6 +166,8 @@ def plan(child: ast.FunctionDef, parent: ast.FunctionDef) -> tuple[int, dict[int
     folds: dict[int, tuple[str, int]] = {}
     for index in range(call + 1, len(child.body)):
         stmt = child.body[index]
+        if _repeats_parent(stmt, out):
+            continue  # the converter drops it; running it again changes nothing
         attr = _self_attr(stmt, ast.Assign) or _self_attr(stmt, ast.Delete)
         last = next(
             (
@@ -139,12 +189,14 @@ def plan(child: ast.FunctionDef, parent: ast.FunctionDef) -> tuple[int, dict[int
     return call, folds
 
 
-def fold_method(child: ast.FunctionDef, parent: ast.FunctionDef) -> ast.FunctionDef:
+def fold_method(child: ast.FunctionDef, parent: ast.FunctionDef, filename: str) -> ast.FunctionDef:
     """The child method with its folded assignments moved into `with FOLD(self, {...}): super()...`."""
     found = plan(child, parent)
     if not found or not found[1]:
         return child
     call, folds = found
+    first = parent.decorator_list[0].lineno if parent.decorator_list else parent.lineno
+    where = ast.Tuple([ast.Constant(filename), ast.Constant(first)], ast.Load())
     overrides = ast.Dict(
         keys=[ast.Constant(attr) for attr, _ in folds.values()],
         values=[
@@ -153,7 +205,9 @@ def fold_method(child: ast.FunctionDef, parent: ast.FunctionDef) -> ast.Function
         ],
     )
     guard = ast.With(
-        items=[ast.withitem(ast.Call(ast.Name(FOLD, ast.Load()), [ast.Name("self", ast.Load()), overrides], []))],
+        items=[
+            ast.withitem(ast.Call(ast.Name(FOLD, ast.Load()), [ast.Name("self", ast.Load()), where, overrides], []))
+        ],
         body=[child.body[call]],
     )
     body = [guard if i == call else s for i, s in enumerate(child.body) if i not in folds]
@@ -165,7 +219,7 @@ def _no_args() -> ast.arguments:
     return ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[])
 
 
-def fold_class(node: ast.ClassDef, parent: ast.ClassDef | None) -> ast.ClassDef:
+def fold_class(node: ast.ClassDef, parent: ast.ClassDef | None, filename: str = "") -> ast.ClassDef:
     """Every method of a child class whose parent class defines the method it calls through super()."""
     if parent is None:
         return node
@@ -173,7 +227,7 @@ def fold_class(node: ast.ClassDef, parent: ast.ClassDef | None) -> ast.ClassDef:
     body = []
     for stmt in node.body:
         if isinstance(stmt, ast.FunctionDef) and stmt.name in methods:
-            stmt = fold_method(stmt, methods[stmt.name])
+            stmt = fold_method(stmt, methods[stmt.name], filename)
         body.append(stmt)
     new = ast.ClassDef(**{**{f: getattr(node, f) for f in node._fields}, "body": body})
     return ast.fix_missing_locations(ast.copy_location(new, node))

@@ -277,7 +277,7 @@ def test_check_names_hand_edited_and_stale_files(built):
 
 def test_check_fails_when_the_converter_fails(built):
     # valid Python that the converter rejects: the failure names the modular file and line
-    edit(modular(built, "child2"), "        return x - 1\n", "        return super().forward(x) - 1\n")
+    edit(modular(built, "child2"), "        return x - 1\n", "        return x if x else super().forward(x)\n")
     result = doit(built, "check")
     assert result.returncode != 0
     assert f"{modular(built, 'child2')}:6:" in result.stderr

@@ -163,12 +163,16 @@ class ClassMerger:
             body += [(s, True) for s in inlined]
         if any(from_parent for _, from_parent in body):
             body = _drop_dead_locals(self._fold_after_super(body))
+            if fn.name.value == "__init__":
+                body = _init_call_first(body)
         return fn.with_changes(body=fn.body.with_changes(body=[s for s, _ in body])), deps
 
     def _fold_after_super(self, body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[cst.BaseStatement, bool]]:
         """`self.x = ...` after a super() call replaces the parent's assignment; `del self.x` removes it."""
         out: list[tuple[cst.BaseStatement, bool]] = []
         for stmt, from_parent in body:
+            if not from_parent and _repeats_parent(stmt, out):
+                continue
             attr = _self_attr(stmt, cst.Del) if not from_parent else None
             if attr is not None and (index := _last_assignment(out, attr)) is not None:
                 del out[index]
@@ -317,23 +321,47 @@ def _last_assignment(body: list[tuple[cst.BaseStatement, bool]], attr: str) -> i
     return None
 
 
-def _opaque_call(node: cst.CSTNode) -> bool:
-    """`self.f(...)` or `super().f(...)`: a call that may set any attribute."""
-    return (
-        isinstance(node, cst.Call)
-        and isinstance(node.func, cst.Attribute)
-        and (is_name(node.func.value, "self") or is_super_call(node))
-    )
+def _pure(node: cst.CSTNode) -> bool:
+    return not find_all(node, lambda n: isinstance(n, (cst.Call, cst.Await, cst.Yield, cst.NamedExpr, cst.Lambda)))
+
+
+def _repeats_parent(stmt: cst.BaseStatement, out: list[tuple[cst.BaseStatement, bool]]) -> bool:
+    """The child repeats a parent's local assignment word for word (`n = self.patches.count`), and nothing since
+    changed what it reads or binds: the inlined one already holds the value, so the child's is dropped (HF)."""
+    inner = single(stmt)
+    if not (isinstance(inner, cst.Assign) and all(isinstance(t.target, cst.Name) for t in inner.targets)):
+        return False
+    if not _pure(inner.value):
+        return False
+    code = _code(stmt).strip()
+    for index in range(len(out) - 1, -1, -1):
+        if out[index][1] and _code(out[index][0]).strip() == code:
+            later = supercall.names_in([s for s, _ in out[index + 1 :]])
+            value = supercall.names_in([inner])
+            written = later.stored | {a for s, _ in out[index + 1 :] if (a := _self_attr(s, cst.Assign))}
+            return not (written & (value.read | value.self_attrs))
+    return False
+
+
+def _init_call_first(body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[cst.BaseStatement, bool]]:
+    """HF's rule for a flattened `__init__`: the base class's `super().__init__(...)`, which the parent's body
+    made last (configs) or anywhere, runs first, so the model's own assignments are the ones that stay."""
+    start = 1 if body and is_docstring(body[0][0]) else 0
+    for index, (stmt, _) in enumerate(body):
+        inner = single(stmt)
+        if isinstance(inner, cst.Expr) and is_super_call(inner.value) and inner.value.func.attr.value == "__init__":
+            if index > start:
+                return [*body[:start], body[index], *body[start:index], *body[index + 1 :]]
+            break
+    return body
 
 
 def _placement(stmt: cst.BaseStatement, body: list[tuple[cst.BaseStatement, bool]], index: int) -> str:
     """Where the child's `self.x = v` after an unrolled super() goes: "replace" the parent's assignment in
     place (HF's reading), "replace-read" (the same, though parent code in between reads self.x: it now sees
-    the child's value, as the author meant), or "keep" both: when something in between writes what `v`
-    reads, or calls `self.f()` / `super().f()`, which may set self.x again."""
+    the child's value, as the author meant), or "keep" both, when something in between writes what `v`
+    reads (moving `v` up would change its value)."""
     between = [s for s, _ in body[index + 1 :]]
-    if any(find_all(s, _opaque_call) for s in between):
-        return "keep"
     between_names = supercall.names_in(between)
     written = between_names.stored | {a for s in between if (a := _self_attr(s, cst.Assign))}
     value_names = supercall.names_in([stmt.body[0].value])
