@@ -18,6 +18,7 @@ import ast
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 FOLD = "__modbuild_replace_assignments__"  # the context manager's name in the loaded module's globals
@@ -25,17 +26,24 @@ FOLD = "__modbuild_replace_assignments__"  # the context manager's name in the l
 
 @contextmanager
 def replace_assignments(
-    obj: Any, where: tuple[str, int], overrides: dict[str, tuple[int, Callable[[], Any]]]
+    obj: Any,
+    where: tuple[str, int],
+    overrides: dict[str, tuple[int, Callable[[], Any]]],
+    defer_post_init: bool = False,
 ) -> Iterator[None]:
     """While the block runs, the `nth` assignment of `obj.<name>` made by the parent's method itself (its code
-    starts at `where`, (file, line)) stores `make()` instead of the parent's value."""
+    starts at `where`, (file, line)) stores `make()` instead of the parent's value; with `defer_post_init`, that
+    method's own `self.post_init()` does nothing (the child's method calls it last)."""
     cls = type(obj)
     previous = cls.__setattr__
     seen = dict.fromkeys(overrides, 0)
 
+    def by_parent() -> bool:
+        code = sys._getframe(2).f_code
+        return (code.co_filename, code.co_firstlineno) == where
+
     def __setattr__(self: Any, name: str, value: Any) -> None:
-        code = sys._getframe(1).f_code
-        if self is obj and name in overrides and (code.co_filename, code.co_firstlineno) == where:
+        if self is obj and name in overrides and by_parent():
             seen[name] += 1
             nth, make = overrides[name]
             if seen[name] == nth:
@@ -44,6 +52,14 @@ def replace_assignments(
 
     had_own = "__setattr__" in cls.__dict__
     cls.__setattr__ = __setattr__
+    post_init = getattr(cls, "post_init", None) if defer_post_init else None
+    if post_init is not None:
+
+        def deferred(self: Any) -> None:
+            if self is not obj or not by_parent():
+                post_init(self)
+
+        cls.post_init = deferred
     try:
         yield
     finally:
@@ -51,6 +67,10 @@ def replace_assignments(
             cls.__setattr__ = previous
         else:
             del cls.__setattr__
+        if post_init is not None:
+            del cls.post_init
+            if getattr(cls, "post_init", None) is not post_init:
+                cls.post_init = post_init
 
 
 def _self_attr(stmt: ast.stmt, kind: type) -> str | None:
@@ -154,8 +174,17 @@ def recompile_init(cls: type, node: ast.ClassDef, namespace: dict, filename: str
     cls.__init__ = init
 
 
-def plan(child: ast.FunctionDef, parent: ast.FunctionDef) -> tuple[int, dict[int, tuple[str, int]]] | None:
-    """(index of the super() statement, {child statement index: (attribute, nth parent assignment)})."""
+@dataclass
+class Plan:
+    """How the converter lays out one child method over its parent's, for the loader to reproduce."""
+
+    call: int  # index of the child's `super().f(...)` statement
+    folds: dict[int, tuple[str, int]] = field(default_factory=dict)  # child index -> (attribute, nth assignment)
+    drops: set[int] = field(default_factory=set)  # child statements the converter does not emit
+    post_init_last: bool = False  # `self.post_init()` moved to the end (`__init__` only)
+
+
+def plan(child: ast.FunctionDef, parent: ast.FunctionDef) -> Plan | None:
     call = next((i for i, s in enumerate(child.body) if _super_method(s) == parent.name), None)
     if call is None:
         return None
@@ -163,7 +192,7 @@ def plan(child: ast.FunctionDef, parent: ast.FunctionDef) -> tuple[int, dict[int
     # (statement, child index or None for the parent's), as the converter lays the method out
     out: list[tuple[ast.stmt, int | None]] = [(s, i) for i, s in enumerate(child.body[:call])]
     out += [(s, None) for s in body]
-    folds: dict[int, tuple[str, int]] = {}
+    found = Plan(call)
     for index in range(call + 1, len(child.body)):
         stmt = child.body[index]
         if _repeats_parent(stmt, out):
@@ -177,40 +206,59 @@ def plan(child: ast.FunctionDef, parent: ast.FunctionDef) -> tuple[int, dict[int
             ),
             None,
         )
-        if attr is not None and last is not None and isinstance(stmt, ast.Delete):
-            del out[last]
+        if attr is not None and isinstance(stmt, ast.Delete):
+            if last is not None:
+                del out[last]  # Python's `del` after the parent's assignment: the same end state
+            else:
+                found.drops.add(index)  # a marker with nothing to remove: the converter drops it
             continue
         if attr is not None and last is not None and _foldable(stmt, [s for s, _ in out[last + 1 :]]):
             nth = sum(1 for s in body[: body.index(out[last][0]) + 1] if _self_attr(s, ast.Assign) == attr)
-            folds[index] = (attr, nth)
+            found.folds[index] = (attr, nth)
             out[last] = (stmt, index)
             continue
         out.append((stmt, index))
-    return call, folds
+    if child.name == "__init__" and any(_is_post_init(s) for s, _ in out):
+        found.post_init_last = True
+        found.drops |= {i for i, s in enumerate(child.body) if _is_post_init(s)}
+    return found
+
+
+def _is_post_init(stmt: ast.stmt) -> bool:
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Call)
+        and not stmt.value.args
+        and isinstance(stmt.value.func, ast.Attribute)
+        and isinstance(stmt.value.func.value, ast.Name)
+        and stmt.value.func.value.id == "self"
+        and stmt.value.func.attr == "post_init"
+    )
 
 
 def fold_method(child: ast.FunctionDef, parent: ast.FunctionDef, filename: str) -> ast.FunctionDef:
-    """The child method with its folded assignments moved into `with FOLD(self, {...}): super()...`."""
+    """The child method as the converter lays it out: folded assignments made inside
+    `with FOLD(self, where, {...}, defer): super()...`, dropped markers gone, `self.post_init()` last."""
     found = plan(child, parent)
-    if not found or not found[1]:
+    if found is None or not (found.folds or found.drops or found.post_init_last):
         return child
-    call, folds = found
     first = parent.decorator_list[0].lineno if parent.decorator_list else parent.lineno
     where = ast.Tuple([ast.Constant(filename), ast.Constant(first)], ast.Load())
     overrides = ast.Dict(
-        keys=[ast.Constant(attr) for attr, _ in folds.values()],
+        keys=[ast.Constant(attr) for attr, _ in found.folds.values()],
         values=[
             ast.Tuple([ast.Constant(nth), ast.Lambda(_no_args(), child.body[i].value)], ast.Load())
-            for i, (_, nth) in folds.items()
+            for i, (_, nth) in found.folds.items()
         ],
     )
+    args = [ast.Name("self", ast.Load()), where, overrides, ast.Constant(found.post_init_last)]
     guard = ast.With(
-        items=[
-            ast.withitem(ast.Call(ast.Name(FOLD, ast.Load()), [ast.Name("self", ast.Load()), where, overrides], []))
-        ],
-        body=[child.body[call]],
+        items=[ast.withitem(ast.Call(ast.Name(FOLD, ast.Load()), args, []))], body=[child.body[found.call]]
     )
-    body = [guard if i == call else s for i, s in enumerate(child.body) if i not in folds]
+    skip = set(found.folds) | found.drops
+    body = [guard if i == found.call else s for i, s in enumerate(child.body) if i not in skip]
+    if found.post_init_last:
+        body.append(ast.parse("self.post_init()").body[0])
     new = ast.FunctionDef(**{**{f: getattr(child, f) for f in child._fields}, "body": body})
     return ast.fix_missing_locations(ast.copy_location(new, child))
 
@@ -219,15 +267,49 @@ def _no_args() -> ast.arguments:
     return ast.arguments(posonlyargs=[], args=[], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None, defaults=[])
 
 
+class _BaseCalls(ast.NodeTransformer):
+    """HF's `Base.f(args)` / `Base().f(args)` (no `self`) for a base of the class: the implementation above the
+    parent's, `super(<first base>, self).f(args)`, as the converter's `super().f(args)` in the flattened class."""
+
+    def __init__(self, bases: set[str]):
+        self.bases = bases
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        func = node.func
+        if not isinstance(func, ast.Attribute):
+            return node
+        owner = func.value
+        if isinstance(owner, ast.Call) and not owner.args and not owner.keywords:
+            base = ast.unparse(owner.func)
+        elif isinstance(owner, (ast.Name, ast.Attribute)) and not (
+            node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == "self"
+        ):
+            base = ast.unparse(owner)
+        else:
+            return node
+        if base not in self.bases:
+            return node
+        first = ast.Subscript(
+            ast.Attribute(ast.Name("__class__", ast.Load()), "__bases__", ast.Load()), ast.Constant(0), ast.Load()
+        )
+        above = ast.Call(ast.Name("super", ast.Load()), [first, ast.Name("self", ast.Load())], [])
+        return ast.copy_location(ast.Call(ast.Attribute(above, func.attr, ast.Load()), node.args, node.keywords), node)
+
+
 def fold_class(node: ast.ClassDef, parent: ast.ClassDef | None, filename: str = "") -> ast.ClassDef:
-    """Every method of a child class whose parent class defines the method it calls through super()."""
+    """Every method of a child class whose parent class defines the method it calls through super(); and
+    HF's `Base.f(...)` calls, in any method."""
     if parent is None:
         return node
     methods = {s.name: s for s in parent.body if isinstance(s, ast.FunctionDef)}
+    calls = _BaseCalls({ast.unparse(base) for base in node.bases})
     body = []
     for stmt in node.body:
         if isinstance(stmt, ast.FunctionDef) and stmt.name in methods:
             stmt = fold_method(stmt, methods[stmt.name], filename)
+        if isinstance(stmt, ast.FunctionDef):
+            stmt = calls.visit(stmt)
         body.append(stmt)
     new = ast.ClassDef(**{**{f: getattr(node, f) for f in node._fields}, "body": body})
     return ast.fix_missing_locations(ast.copy_location(new, node))

@@ -75,11 +75,16 @@ class ClassMerger:
             members = self._overlay(members, parent.members, {})
         inherited = {mem.key: mem for mem in members if mem.key}
         merged_members = self._overlay(members, child_members, inherited)
+        calls = _BaseCalls({_code(arg.value) for arg in child.bases})
+        merged_members = [
+            Member(mem.key, mem.node.visit(calls), mem.deps) if isinstance(mem.node, cst.FunctionDef) else mem
+            for mem in merged_members
+        ]
         self._check_deleted_attrs(merged_members)
         body = [mem.node for mem in merged_members] or [cst.SimpleStatementLine([cst.Pass()])]
         deps = set().union(*(mem.deps for mem in merged_members)) if merged_members else set()
         node = child.with_changes(
-            bases=self._bases(child, parents, own),
+            bases=self._bases(child, parents, own, calls.used - own),
             keywords=child.keywords or parents[0].node.keywords,
             decorators=child.decorators or parents[0].node.decorators,
             body=child.body.with_changes(body=body),
@@ -88,10 +93,14 @@ class ClassMerger:
             deps |= _header_deps(parent)
         return Merged(node, deps)
 
-    def _bases(self, child: cst.ClassDef, parents: list[ParentClass], own: set[str]) -> list[cst.Arg]:
+    def _bases(self, child: cst.ClassDef, parents: list[ParentClass], own: set[str], drop: set[str]) -> list[cst.Arg]:
+        """The parent's bases in place of the flattened one; an extra base the class only calls through
+        `Base.f(...)` (HF's way to skip the parent's method) is dropped."""
         bases: list[cst.Arg] = []
         merged = iter(parents)
         for arg in child.bases:
+            if _code(arg.value) in drop:
+                continue
             if (
                 isinstance(arg.value, cst.Name)
                 and arg.value.value in own
@@ -132,6 +141,9 @@ class ClassMerger:
             new = self._member(mem, None, inherited)
             if mem.key == "__doc__":
                 out.insert(0, new)  # a docstring the parent lacked still comes first
+            elif _is_attribute(mem.node):  # with the parent's class attributes, before its methods (HF)
+                last = max((i for i, m in enumerate(out) if _is_attribute(m.node)), default=-1)
+                out.insert(last + 1 if last >= 0 else (1 if out and out[0].key == "__doc__" else 0), new)
             else:
                 out.append(new)
         return out
@@ -164,7 +176,7 @@ class ClassMerger:
         if any(from_parent for _, from_parent in body):
             body = _drop_dead_locals(self._fold_after_super(body))
             if fn.name.value == "__init__":
-                body = _init_call_first(body)
+                body = _post_init_last(_init_call_first(body))
         return fn.with_changes(body=fn.body.with_changes(body=[s for s, _ in body])), deps
 
     def _fold_after_super(self, body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[cst.BaseStatement, bool]]:
@@ -174,9 +186,15 @@ class ClassMerger:
             if not from_parent and _repeats_parent(stmt, out):
                 continue
             attr = _self_attr(stmt, cst.Del) if not from_parent else None
-            if attr is not None and (index := _last_assignment(out, attr)) is not None:
-                del out[index]
-                self.deleted.append((attr, stmt))
+            if attr is not None:
+                if (index := _last_assignment(out, attr)) is not None:
+                    del out[index]
+                    self.deleted.append((attr, stmt))
+                else:
+                    self.warn(stmt)(
+                        f"`del self.{attr}`: the parent's code does not assign self.{attr} here; the marker is "
+                        f"dropped, as HF does (Python would delete what a base class set)"
+                    )
                 continue
             attr = _self_attr(stmt, cst.Assign) if not from_parent else None
             index = _last_assignment(out, attr) if attr is not None else None
@@ -224,6 +242,37 @@ class ClassMerger:
         for attr, stmt in self.deleted:
             if attr in used and attr not in assigned:
                 self.warn(stmt)(f"`del self.{attr}` removes the parent's attribute, but self.{attr} is still read")
+
+
+class _BaseCalls(cst.CSTTransformer):
+    """HF's `Base.f(args)` / `Base().f(args)` (no `self`) for one of the class's bases: the next implementation
+    up, skipping the parent's body, which is `super().f(args)` in the flattened class."""
+
+    def __init__(self, bases: set[str]):
+        self.bases, self.used = bases, set()
+
+    def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
+        func = updated.func
+        if not isinstance(func, cst.Attribute):
+            return updated
+        owner = func.value
+        if isinstance(owner, cst.Call) and not owner.args:
+            base = _code(owner.func)
+        elif isinstance(owner, (cst.Name, cst.Attribute)) and not (
+            updated.args and is_name(updated.args[0].value, "self")
+        ):
+            base = _code(owner)
+        else:
+            return updated
+        if base not in self.bases:
+            return updated
+        self.used.add(base)
+        return updated.with_changes(func=func.with_changes(value=cst.Call(cst.Name("super"))))
+
+
+def _is_attribute(node: cst.BaseStatement) -> bool:
+    """A class-level assignment (`model_type = "llama"`, `config: LlamaConfig`)."""
+    return isinstance(single(node), (cst.Assign, cst.AnnAssign))
 
 
 def _is_property(node: cst.BaseStatement) -> bool:
@@ -350,10 +399,38 @@ def _init_call_first(body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[c
     for index, (stmt, _) in enumerate(body):
         inner = single(stmt)
         if isinstance(inner, cst.Expr) and is_super_call(inner.value) and inner.value.func.attr.value == "__init__":
+            reads = supercall.names_in([inner]).read
+            # never above what binds its arguments (`kwargs = {"a": a, **kwargs}` from an unrolled call)
+            for before in range(index - 1, start - 1, -1):
+                if supercall.names_in([body[before][0]]).stored & reads:
+                    start = before + 1
+                    break
             if index > start:
                 return [*body[:start], body[index], *body[start:index], *body[index + 1 :]]
             break
     return body
+
+
+def _post_init_last(body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[cst.BaseStatement, bool]]:
+    """HF's rule for a flattened `__init__`: `self.post_init()` (which initialises the weights) runs last, once,
+    after the child's own layers exist."""
+    calls = [i for i, (stmt, _) in enumerate(body) if _is_post_init(stmt)]
+    if not calls or calls == [len(body) - 1]:
+        return body
+    last = body[calls[-1]]
+    return [item for i, item in enumerate(body) if i not in calls] + [last]
+
+
+def _is_post_init(stmt: cst.BaseStatement) -> bool:
+    inner = single(stmt)
+    return (
+        isinstance(inner, cst.Expr)
+        and isinstance(inner.value, cst.Call)
+        and not inner.value.args
+        and isinstance(inner.value.func, cst.Attribute)
+        and is_name(inner.value.func.value, "self")
+        and inner.value.func.attr.value == "post_init"
+    )
 
 
 def _placement(stmt: cst.BaseStatement, body: list[tuple[cst.BaseStatement, bool]], index: int) -> str:

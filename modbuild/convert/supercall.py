@@ -333,16 +333,33 @@ def _all_params(params: cst.Parameters) -> list[cst.Param]:
     return out
 
 
+def _defaults_last(params: list[cst.Param]) -> bool:
+    seen_default = False
+    for param in params:
+        if param.default is None and seen_default:
+            return False
+        seen_default |= param.default is not None
+    return True
+
+
 def adopt_signature(child: cst.FunctionDef, parent: cst.FunctionDef, err) -> cst.Parameters:
     """`def f(self, x, **super_kwargs)` takes the parent's parameters in place of `**super_kwargs`."""
     own = {p.name.value for p in _all_params(child.params)}
     cp, pp = child.params, parent.params
-    params = [*cp.params, *(p for p in pp.params if p.name.value not in own)]
-    seen_default = False
-    for param in params:
-        if param.default is None and seen_default:
-            raise err(f"merged signature puts required parameter '{param.name.value}' after a default")
-        seen_default |= param.default is not None
+    # HF's order: the parent's parameters where they were (the child's version of one it redefines), then the
+    # child's new ones; the child's own order when that would put a required parameter after a default.
+    mine = {p.name.value: p for p in cp.params}
+    parents_order = [mine.get(p.name.value, p) for p in pp.params]
+    parents_order += [p for p in cp.params if p.name.value not in {q.name.value for q in pp.params}]
+    childs_order = [*cp.params, *(p for p in pp.params if p.name.value not in own)]
+    params = next((order for order in (parents_order, childs_order) if _defaults_last(order)), None)
+    if params is None:
+        bad = next(
+            p.name.value
+            for i, p in enumerate(childs_order)
+            if p.default is None and not _defaults_last(childs_order[: i + 1])
+        )
+        raise err(f"merged signature puts required parameter '{bad}' after a default")
     kwonly = [*cp.kwonly_params, *(p for p in pp.kwonly_params if p.name.value not in own)]
     star_arg = cp.star_arg if isinstance(cp.star_arg, cst.Param) else pp.star_arg
     if isinstance(star_arg, cst.ParamStar) and not kwonly:
