@@ -79,7 +79,7 @@ def split_by_kind(ns: Namespace) -> list[tuple[str, list, dict[str, list[str]]]]
             roots = [u for u in ns.child_roots if u.uid not in emitted]
         else:
             roots = [u for u in reachable if u.is_class and u.kind == kind]
-        units, crossing = ns.closure(roots, stop=set(owner))
+        units, crossing = ns.closure(roots, stop=set(owner), kind=kind)
         cross: dict[str, list[str]] = {}
         for name, uid in sorted(crossing.items()):
             cross.setdefault(owner[uid], []).append(name)

@@ -233,7 +233,7 @@ class Namespace:
             self._parent_cache[id(unit.node)] = cached
         return cached
 
-    def resolve(self, name: str) -> OutUnit | None:
+    def resolve(self, name: str, kind: str | None = None) -> OutUnit | None:
         """The unit that defines `name` in the child's namespace: child first, then parents in import order."""
         if name in self.child_defs:
             return self.child_defs[name]
@@ -243,6 +243,9 @@ class Namespace:
             return self.child_imports[name]
         if name in self.explicit:
             return self._parent_unit(*self.explicit[name])
+        for parent in self.parents:  # a file of one kind takes a parent's definition from its file of that kind
+            if (located := parent.by_kind.get(kind, {}).get(name)) is not None:
+                return self._parent_unit(parent, *located)
         for parent in self.parents:
             if name in parent.index:
                 return self._parent_unit(parent, *parent.index[name])
@@ -253,7 +256,9 @@ class Namespace:
                         return self._parent_unit(parent, unit, module)
         return None
 
-    def closure(self, roots: list[OutUnit], stop: set[int] = frozenset()) -> tuple[list[OutUnit], dict[str, int]]:
+    def closure(
+        self, roots: list[OutUnit], stop: set[int] = frozenset(), kind: str | None = None
+    ) -> tuple[list[OutUnit], dict[str, int]]:
         """Units reachable from `roots`; names resolving to units in `stop` are returned (name -> uid), not followed."""
         seen: dict[int, OutUnit] = {}
         crossing: dict[str, int] = {}
@@ -264,7 +269,7 @@ class Namespace:
                 continue
             seen[unit.uid] = unit
             for name in sorted(unit.deps):
-                target = self.resolve(name)
+                target = self.resolve(name, kind)
                 if target is None:
                     continue
                 if target.uid in stop:

@@ -23,6 +23,7 @@ class Parent:
     renamer: Renamer
     modules: dict[str, SourceModule]  # kind -> parsed module of that kind
     index: dict[str, tuple[Unit, SourceModule]] = field(default_factory=dict)  # renamed name -> unit
+    by_kind: dict[str, dict[str, tuple[Unit, SourceModule]]] = field(default_factory=dict)  # the same, per kind
 
     def find(self, original: str) -> tuple[Unit, SourceModule] | None:
         """The parent's definition of a name; failing that, the import that brings it into a parent module."""
@@ -159,13 +160,15 @@ def sibling_kinds(module: SourceModule, layout: Layout, model: str) -> list[str]
 
 
 def _index_parent(parent: Parent) -> None:
-    for module in parent.modules.values():
+    for kind, module in parent.modules.items():
+        own = parent.by_kind.setdefault(kind, {})
         for unit in module.units:
             if unit.is_import:
                 continue
             for name in unit.names:
                 key = name if name in module.import_names else parent.renamer.identifier(name)
                 parent.index.setdefault(key, (unit, module))
+                own.setdefault(key, (unit, module))
 
 
 def _check_symbols(child: SourceModule, imports: ParentImports, parent: Parent) -> None:
