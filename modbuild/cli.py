@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def _selected(paths: list[Path], layout: Layout) -> set[str] | None:
     names: set[str] = set()
     for path in paths:
         if path.is_file():
-            names.add(path.parent.name)
+            names.add(path.stem[len("modular_") :] if path.stem.startswith("modular_") else path.parent.name)
         elif (path / f"modular_{path.name}.py").is_file():
             names.add(path.name)
         else:
@@ -106,6 +107,7 @@ def convert_command(args: argparse.Namespace) -> int:
     layout = detect(root, args.out and Path(args.out).resolve(), args.package, args.layout)
     selected = _selected(paths, layout)
     models, graph = load(layout, strict=False, only=selected)
+    layout = replace(layout, directories=tuple((m.name, m.directory) for m in models.values() if m.directory))
     wanted = sorted(models if selected is None else selected)
     failures = 0
     for name in wanted:

@@ -32,20 +32,28 @@ class Model:
     parents: dict[str, tuple[Path, int]] = field(default_factory=dict)  # parent -> (file, line) of first import
     defines_config: bool = False  # its modular file defines a top-level *Config class
     error: str | None = None  # `path:line: message` when its imports could not be read
+    directory: str | None = None  # where it lives, when that is not its own name
 
 
-def model_sources(model_dir: Path, layout: Layout) -> list[Path]:
-    name = model_dir.name
+def model_sources(model_dir: Path, layout: Layout, name: str | None = None) -> list[Path]:
+    name = name or model_dir.name
     kinds = MODULAR_FILE_KINDS if layout.style == "repo" else MODULAR_FILE_KINDS[:1]
     return [p for kind in kinds if (p := model_dir / f"{kind}_{name}.py").is_file()]
 
 
-def parent_of_import(node: ast.ImportFrom | ast.Import, layout: Layout) -> list[str]:
+def other_models(model_dir: Path, layout: Layout) -> list[str]:
+    """Models whose modular file sits in another model's directory (HF: data2vec/modular_data2vec_audio.py)."""
+    if layout.style == "repo":
+        return []
+    return sorted(p.stem[len("modular_") :] for p in model_dir.glob("modular_*.py") if p.stem != f"modular_{model_dir.name}")
+
+
+def parent_of_import(node: ast.ImportFrom | ast.Import, layout: Layout, within: str = "") -> list[str]:
     """Model names that one import statement refers to (empty if it is not a model import)."""
     if isinstance(node, ast.Import):
         targets = [layout.target(".".join(a.name.split(".")[:-1]), 0, [a.name.split(".")[-1]]) for a in node.names]
     else:
-        targets = [layout.target(node.module, node.level, [a.name for a in node.names])]
+        targets = [layout.target(node.module, node.level, [a.name for a in node.names], within)]
     return [t.model for t in targets if t is not None]
 
 
@@ -75,7 +83,7 @@ def _scan(model: Model, known: set[str], layout: Layout) -> None:
         if path.name == f"modular_{model.name}.py":
             model.defines_config = any(isinstance(n, ast.ClassDef) and n.name.endswith("Config") for n in tree.body)
         for node in _imports(tree.body):
-            for parent in parent_of_import(node, layout):
+            for parent in parent_of_import(node, layout, model.directory or model.name):
                 if parent not in known and not (layout.generated_root / parent).is_dir():
                     model.error = model.error or f"{path}:{node.lineno}: imports unknown model '{parent}'"
                 elif parent != model.name and parent in known:
@@ -100,6 +108,8 @@ def discover(where: Path | Layout, strict: bool = True, only: set[str] | None = 
     for model_dir in sorted(p for p in layout.modular_root.iterdir() if p.is_dir()):
         if sources := model_sources(model_dir, layout):
             models[model_dir.name] = Model(model_dir.name, sources)
+        for name in other_models(model_dir, layout):
+            models.setdefault(name, Model(name, model_sources(model_dir, layout, name), directory=model_dir.name))
     todo = sorted(models if only is None else set(only) & set(models))
     scanned: set[str] = set()
     while todo:

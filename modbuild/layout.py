@@ -82,11 +82,16 @@ class Layout:
     generated_root: Path
     package: str = "generated"  # the absolute import path of the directory holding the model packages
     style: str = "repo"
+    # (model, directory) where they differ: HF's data2vec/ holds modular_data2vec_audio.py
+    directories: tuple[tuple[str, str], ...] = ()
+
+    def directory(self, model: str) -> str:
+        return dict(self.directories).get(model, model)
 
     # -- files
 
     def modular_file(self, model: str) -> Path:
-        return self.modular_root / model / f"modular_{model}.py"
+        return self.modular_root / self.directory(model) / f"modular_{model}.py"
 
     def stem(self, model: str, kind: str) -> str:
         if self.style == "paddlenlp":
@@ -100,21 +105,28 @@ class Layout:
 
     def file(self, model: str, kind: str) -> Path:
         """A model's module of one kind: a parent's input, or the child's output."""
-        return self.generated_root / model / f"{self.stem(model, kind)}.py"
+        return self.generated_root / self.directory(model) / f"{self.stem(model, kind)}.py"
 
     # Old names, kept for callers that read better with them.
     parent_file = output_file = file
 
     # -- imports
 
-    def target(self, module: str | None, level: int, names: list[str] = ()) -> Target | None:
+    def target(self, module: str | None, level: int, names: list[str] = (), within: str = "") -> Target | None:
         """The model an import statement refers to, or None for an ordinary import.
 
         `from generated.llama.modeling_llama import X` / `from ..llama.modeling_llama import X` ->
         Target("llama", "modeling_llama"); `from ..llama import modeling_llama` -> Target("llama", None).
+        `within` is the importing model's directory (`llama`): deeper relative imports
+        (`from ....transformers.models.dinov2.modeling_dinov2`) are resolved from it.
         """
         parts = module.split(".") if module else []
         pkg = self.package.split(".")
+        if level > 2 and within:
+            here = [*pkg, within]
+            if level - 1 > len(here):
+                return None
+            parts, level = here[: len(here) - (level - 1)] + parts, 0
         if level == 0 and parts[: len(pkg)] == pkg and len(parts) > len(pkg):
             rest = parts[len(pkg) :]
         elif level == 2 and parts:
@@ -125,9 +137,9 @@ class Layout:
             return None  # `..auto`, `..linear_utils`: shared modules of the package, not models
         return Target(rest[0], rest[1] if len(rest) > 1 else None)
 
-    def model_target(self, module: str | None, level: int, names: list[str]) -> Target | None:
+    def model_target(self, module: str | None, level: int, names: list[str], within: str = "") -> Target | None:
         """Like `target`, but only for imports of model code: `from ..llama import fusion_ops` is not one."""
-        found = self.target(module, level, names)
+        found = self.target(module, level, names, within)
         if found is None:
             return None
         stems = [found.stem] if found.stem else list(names)

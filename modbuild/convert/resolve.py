@@ -66,7 +66,7 @@ def find_parent_imports(child: SourceModule, layout: Layout) -> ParentImports:
         module = get_full_name_for_node(stmt.module) if stmt.module else None
         alias = stmt.names[0]
         original = get_full_name_for_node(alias.name)
-        target = layout.model_target(module, len(stmt.relative), [original])
+        target = layout.model_target(module, len(stmt.relative), [original], child.path.parent.name)
         if target is None:
             continue
         (name,) = unit.names
