@@ -53,10 +53,20 @@ class Renamer:
             name = pattern.sub(replacement, name)
         return name
 
+    @cached_property
+    def _prose(self) -> re.Pattern[str]:
+        return re.compile(rf"(?<![A-Za-z0-9]){re.escape(self.old.camel)}(?![a-z0-9])", re.IGNORECASE)
+
     def string(self, value: str) -> str:
         """Rename the prefix inside a string constant, by the same segment rule as identifiers: keys
-        (`"llama."`, `"LlamaModel"`) and prose (`"Initializing the LlamaConfig"`) alike, as HF does."""
-        return self.identifier(value)
+        (`"llama."`, `"LlamaModel"`) and prose (`"Initializing the LlamaConfig"`) alike, as HF does. Prose
+        spells names its own way (`SigLIP`, `InstructBLIP`, `Paligemma`): such a spelling becomes the
+        child's class spelling."""
+        if self.old == self.new:
+            return value
+        value = self.identifier(value)
+        keep = {self.old.camel, self.old.lower, self.old.upper, self.new.camel, self.new.lower, self.new.upper}
+        return self._prose.sub(lambda hit: hit.group(0) if hit.group(0) in keep else self.new.camel, value)
 
 
 class PrefixError(ValueError):
