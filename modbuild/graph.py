@@ -45,7 +45,9 @@ def other_models(model_dir: Path, layout: Layout) -> list[str]:
     """Models whose modular file sits in another model's directory (HF: data2vec/modular_data2vec_audio.py)."""
     if layout.style == "repo":
         return []
-    return sorted(p.stem[len("modular_") :] for p in model_dir.glob("modular_*.py") if p.stem != f"modular_{model_dir.name}")
+    return sorted(
+        p.stem[len("modular_") :] for p in model_dir.glob("modular_*.py") if p.stem != f"modular_{model_dir.name}"
+    )
 
 
 def parent_of_import(node: ast.ImportFrom | ast.Import, layout: Layout, within: str = "") -> list[str]:

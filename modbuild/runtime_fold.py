@@ -297,6 +297,40 @@ class _BaseCalls(ast.NodeTransformer):
         return ast.copy_location(ast.Call(ast.Attribute(above, func.attr, ast.Load()), node.args, node.keywords), node)
 
 
+def _hf_super_call(child: ast.FunctionDef, methods: dict[str, ast.FunctionDef]) -> ast.FunctionDef:
+    """HF's reading of a statement-level `super().f(...)`: a parameter it leaves out takes the child's
+    same-named parameter (not the parent's default), and a closing bare call returns what the parent returns."""
+    own = {a.arg for a in (*child.args.posonlyargs, *child.args.args, *child.args.kwonlyargs)}
+    body = list(child.body)
+    for index, stmt in enumerate(body):
+        name = _super_method(stmt)
+        if name is None or name not in methods:
+            continue
+        call, parent = stmt.value, methods[name]
+        if not any(isinstance(a, ast.Starred) for a in call.args):
+            args = parent.args
+            positional = [*args.posonlyargs, *args.args][1:]  # without self
+            bound = {p.arg for p in positional[: len(call.args)]} | {k.arg for k in call.keywords if k.arg}
+            for param in (*positional[len(call.args) :], *args.kwonlyargs):
+                if param.arg not in bound and param.arg in own:
+                    call.keywords.append(ast.keyword(param.arg, ast.Name(param.arg, ast.Load())))
+        if isinstance(stmt, ast.Expr) and index == len(body) - 1 and _returns_value(parent):
+            body[index] = ast.copy_location(ast.Return(call), stmt)
+    new = ast.FunctionDef(**{**{f: getattr(child, f) for f in child._fields}, "body": body})
+    return ast.fix_missing_locations(ast.copy_location(new, child))
+
+
+def _returns_value(fn: ast.FunctionDef) -> bool:
+    todo = list(fn.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Return) and node.value is not None:
+            return True
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
+
+
 def fold_class(node: ast.ClassDef, parent: ast.ClassDef | None, filename: str = "") -> ast.ClassDef:
     """Every method of a child class whose parent class defines the method it calls through super(); and
     HF's `Base.f(...)` calls, in any method."""
@@ -307,6 +341,7 @@ def fold_class(node: ast.ClassDef, parent: ast.ClassDef | None, filename: str = 
     body = []
     for stmt in node.body:
         if isinstance(stmt, ast.FunctionDef) and stmt.name in methods:
+            stmt = _hf_super_call(stmt, methods)
             stmt = fold_method(stmt, methods[stmt.name], filename)
         if isinstance(stmt, ast.FunctionDef):
             stmt = calls.visit(stmt)

@@ -1,0 +1,35 @@
+"""A child written in HF's modular dialect: every construct here has an HF meaning that differs from Python's."""
+
+from ..llama.modeling_llama import LlamaLayer, LlamaModel
+from ..llama.configuration_llama import LlamaConfig
+from ..mistral.modeling_mistral import rotate  # noqa: F401  explicit import: mistral's rotate, everywhere
+
+
+class Qwen2Config(LlamaConfig):
+    model_type = "qwen2"
+    flavour = "dialect"  # a new class attribute: with the parent's, before the methods
+
+    def __init__(self, hidden=8, fused=True, **kwargs):
+        super().__init__(hidden=hidden, fused=fused, **kwargs)  # the base class's __init__ runs first
+        del self.missing  # nothing to remove: a dropped marker
+
+
+class Qwen2Layer(LlamaLayer):
+    def __init__(self, config, idx=0):
+        super().__init__()  # config and idx are the child's own
+        self.width = config.hidden * 3  # replaces the parent's in place: span sees it
+
+    def describe(self):
+        return "qwen2>" + LlamaLayer.describe()  # the implementation above the parent's
+
+    def forward(self, xs):
+        return [2 * v for v in super().forward(xs)]  # hoisted into a local, then unrolled
+
+
+class Qwen2Model(LlamaModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.head = "head"  # post_init runs last, so it sees the head
+
+    def scale(self):
+        super().scale()  # a closing bare call returns what the parent returns
