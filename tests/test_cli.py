@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 LLAMA = """
 import torch
@@ -87,3 +88,16 @@ def test_cli_check_mode_and_errors(tmp_path):
     modular.write_text(modular.read_text() + "\nclass Broken(:\n    pass\n")
     result = run()
     assert result.returncode == 1 and f"{modular}:" in result.stderr and "syntax error" in result.stderr
+
+
+def test_runs_by_absolute_path_without_an_activated_environment(tmp_path):
+    """`/path/to/venv/bin/modbuild convert ...` with the venv's bin/ not on PATH: ruff is found through the
+    ruff package, not PATH."""
+    models = make_tree(tmp_path)
+    script = Path(sys.executable).parent / "modbuild"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [str(script), "convert", str(models / "qwen2" / "modular_qwen2.py")], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "class Qwen2MLP(nn.Module)" in (models / "qwen2" / "modeling_qwen2.py").read_text()
