@@ -36,7 +36,7 @@ def _inputs(path: Path, layout: Layout) -> list[Path]:
     parents = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            parents.update(parent_of_import(node))
+            parents.update(parent_of_import(node, layout, path.parent.name))
     files = [path]
     for parent in sorted(parents):
         files += [f for kind in ("modeling", "configuration") if (f := layout.parent_file(parent, kind)).is_file()]

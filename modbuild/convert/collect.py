@@ -185,7 +185,7 @@ class Namespace:
                     self.child.path, unit.line, f"'{original}' is not a class of model '{parent.model}'"
                 )
             parents.append(self._renamed_class(parent, *located))
-        members = [Member(mem.key, mem.node, self._out(mem.deps)) for mem in unit.members]
+        members = [Member(mem.key, mem.node, self._out(mem.deps), mem.text) for mem in unit.members]
         own = {cst.Module([]).code_for_node(arg.value) for arg, _ in found}
         merged = self.merger.merge(node, members, parents, own)
         # Only the child's statements name imported parent symbols: the parent's are renamed already.

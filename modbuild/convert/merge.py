@@ -77,7 +77,7 @@ class ClassMerger:
         merged_members = self._overlay(members, child_members, inherited)
         calls = _BaseCalls({_code(arg.value) for arg in child.bases})
         merged_members = [
-            Member(mem.key, mem.node.visit(calls), mem.deps) if isinstance(mem.node, cst.FunctionDef) else mem
+            Member(mem.key, mem.node.visit(calls), mem.deps) if _may_call_bases(mem, calls.bases) else mem
             for mem in merged_members
         ]
         self._check_deleted_attrs(merged_members)
@@ -154,7 +154,7 @@ class ClassMerger:
         node, deps = self._unroll(child.node, inherited, set(child.deps))
         if parent is not None and isinstance(parent.node, cst.FunctionDef):
             node = _inherit_function_parts(node, parent.node)
-        return Member(child.key, node, frozenset(deps))
+        return Member(child.key, node, frozenset(deps), child.text)
 
     def _unroll(
         self, fn: cst.FunctionDef, inherited: dict[str, Member], deps: set[str]
@@ -242,6 +242,13 @@ class ClassMerger:
         for attr, stmt in self.deleted:
             if attr in used and attr not in assigned:
                 self.warn(stmt)(f"`del self.{attr}` removes the parent's attribute, but self.{attr} is still read")
+
+
+def _may_call_bases(member: Member, bases: set[str]) -> bool:
+    """Only the child's own methods can name its bases; its source text says whether one does."""
+    if not isinstance(member.node, cst.FunctionDef) or member.text is None:
+        return False  # inherited (renamed) code, or no source to look at
+    return any(f"{base}." in member.text or f"{base}()." in member.text for base in bases)
 
 
 class _BaseCalls(cst.CSTTransformer):
