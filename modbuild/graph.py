@@ -16,7 +16,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from modbuild.layout import Layout
+from modbuild.layout import Layout, kind_of_class
 
 MODULAR_FILE_KINDS = ("modular", "configuration")
 
@@ -83,7 +83,9 @@ def _scan(model: Model, known: set[str], layout: Layout) -> None:
             model.error = f"{path}:{exc.lineno}: syntax error: {exc.msg}"
             return
         if path.name == f"modular_{model.name}.py":
-            model.defines_config = any(isinstance(n, ast.ClassDef) and n.name.endswith("Config") for n in tree.body)
+            model.defines_config = any(
+                isinstance(n, ast.ClassDef) and kind_of_class(n.name) == "configuration" for n in tree.body
+            )
         for node in _imports(tree.body):
             for parent in parent_of_import(node, layout, model.directory or model.name):
                 if parent not in known and not (layout.generated_root / parent).is_dir():

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modbuild.layout import Layout
 from modbuild.naming import Prefix, PrefixError, Renamer, infer_prefixes
 from modbuild.runtime_fold import FOLD, fold_class, recompile_init, replace_assignments
 
@@ -68,25 +69,27 @@ class _Import:
     names: list[tuple[str, str]]  # (name in that module, or a module stem; bound alias)
 
 
-def _import_target(node: ast.stmt, model: str) -> list[str] | None:
-    """[model, stem] or [model] for an import of generated code; None for ordinary imports."""
+def _import_target(node: ast.stmt, model: str, layout: Layout) -> list[str] | None:
+    """[model, stem] or [model] for an import of generated code; None for ordinary imports. Which imports
+    name another model is the converter's rule (`Layout.target`); level 1 is this model's own modular file."""
     if isinstance(node, ast.ImportFrom):
-        parts = node.module.split(".") if node.module else []
-        if node.level == 0 and parts[:1] == [GENERATED]:
-            return parts[1:]
-        if node.level == 2:
-            return parts
-        return [model, *parts] if node.level == 1 else None
+        if node.level == 1:
+            return [model, *(node.module.split(".") if node.module else [])]
+        found = layout.target(node.module, node.level, [alias.name for alias in node.names], model)
+        return None if found is None else [found.model, *([found.stem] if found.stem else [])]
     dotted = [alias.name.split(".") for alias in node.names]
     return dotted[0][1:] if any(d[0] == GENERATED for d in dotted) else None
 
 
-def _child_imports(tree: ast.Module, path: Path, model: str) -> dict[int, list[_Import]]:
+def _child_imports(tree: ast.Module, path: Path, model: str, layout: Layout) -> dict[int, list[_Import]]:
     """Imports of generated code, keyed by index of the top-level statement."""
     found: dict[int, list[_Import]] = {}
     top = {id(stmt): i for i, stmt in enumerate(tree.body)}
     for node in ast.walk(tree):
-        if not isinstance(node, (ast.Import, ast.ImportFrom)) or (target := _import_target(node, model)) is None:
+        if (
+            not isinstance(node, (ast.Import, ast.ImportFrom))
+            or (target := _import_target(node, model, layout)) is None
+        ):
             continue
         if id(node) not in top:
             raise ModularError(path, node.lineno, "imports of generated models must be at module level")
@@ -701,7 +704,7 @@ def load_modular(path: str | Path, root: Path | None = None) -> types.ModuleType
     path = Path(path).resolve()
     root = Path(root).resolve() if root is not None else path.parents[2]
     tree = _parse(path)
-    by_stmt = _child_imports(tree, path, path.parent.name)
+    by_stmt = _child_imports(tree, path, path.parent.name, Layout(root / "modular", root / GENERATED))
     imports = [imp for index in sorted(by_stmt) for imp in by_stmt[index]]
     module = types.ModuleType(path.stem)
     module.__dict__.update(__file__=str(path), __builtins__=builtins)

@@ -16,6 +16,7 @@ from libcst.helpers import get_full_name_for_node
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from modbuild.convert.scopes import Reads, statement_reads
+from modbuild.convert.nodes import is_docstring, single
 from modbuild.layout import is_sibling_module
 
 
@@ -86,10 +87,9 @@ def member_key(node: cst.BaseStatement) -> str | None:
             if isinstance(dec, cst.Attribute) and dec.attr.value in ("setter", "deleter"):
                 return f"{node.name.value}.{dec.attr.value}"
         return node.name.value
-    if isinstance(node, cst.SimpleStatementLine) and len(node.body) == 1:
-        stmt = node.body[0]
-        if isinstance(stmt, cst.Expr) and isinstance(stmt.value, (cst.SimpleString, cst.ConcatenatedString)):
-            return "__doc__"
+    if is_docstring(node):
+        return "__doc__"
+    if (stmt := single(node)) is not None:
         target = None
         if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1:
             target = stmt.targets[0].target
@@ -143,12 +143,9 @@ def split_import(stmt: cst.Import | cst.ImportFrom) -> list[tuple[str, cst.Impor
     out = []
     for alias in stmt.names:
         alias = alias.with_changes(comma=cst.MaybeSentinel.DEFAULT)
-        if alias.asname is not None:
-            bound = cst.ensure_type(alias.asname.name, cst.Name).value
-        elif isinstance(stmt, cst.Import):
-            bound = cst.Module([]).code_for_node(alias.name).split(".")[0]
-        else:
-            bound = cst.ensure_type(alias.name, cst.Name).value
+        bound = alias.evaluated_alias or alias.evaluated_name
+        if alias.asname is None and isinstance(stmt, cst.Import):
+            bound = bound.split(".")[0]  # `import paddle.nn` binds `paddle`
         out.append((bound, stmt.with_changes(names=[alias])))
     return out
 
