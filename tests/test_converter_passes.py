@@ -110,3 +110,40 @@ def test_rename_reaches_comments_and_docstrings_of_inherited_code():
     (unit,) = module.units
     code = cst.Module([rename_node(unit.node, renamer, (), unit.text, unit.members)]).code
     assert '"""The bare Qwen2 decoder."""' in code and "# Qwen2ForCausalLM adds the head." in code
+
+
+def test_each_class_goes_to_the_file_of_its_kind(tmp_path):
+    """HF layout: a parent's configuration, modeling and processing modules; the child's classes land in files
+    of their kinds, configuration first, and later files import its classes instead of repeating them."""
+    from modbuild.convert import convert_file
+    from modbuild.layout import detect
+
+    files = {
+        "llama/configuration_llama.py": "class LlamaConfig:\n    size = 2\n",
+        "llama/modeling_llama.py": (
+            "from .configuration_llama import LlamaConfig\n\n\n"
+            "def helper():\n    return 1\n\n\n"
+            "class LlamaModel:\n    config_class = LlamaConfig\n\n    def f(self):\n        return helper()\n"
+        ),
+        "llama/processing_llama.py": "def helper():\n    return 2\n\n\nclass LlamaProcessor:\n    def f(self):\n        return helper()\n",
+        "qwen2/modular_qwen2.py": (
+            "from ..llama.configuration_llama import LlamaConfig\n"
+            "from ..llama.modeling_llama import LlamaModel\n"
+            "from ..llama.processing_llama import LlamaProcessor\n\n\n"
+            "class Qwen2Config(LlamaConfig):\n    size = 3\n\n\n"
+            "class Qwen2Model(LlamaModel):\n    pass\n\n\n"
+            "class Qwen2Processor(LlamaProcessor):\n    pass\n"
+        ),
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    layout = detect(tmp_path)
+    assert layout.style == "hf"
+    outputs = {path.name: text for path, text in convert_file(tmp_path / "qwen2/modular_qwen2.py", layout).items()}
+    assert list(outputs) == ["configuration_qwen2.py", "processing_qwen2.py", "modeling_qwen2.py"]
+    assert "class Qwen2Config" in outputs["configuration_qwen2.py"]
+    assert "from .configuration_qwen2 import Qwen2Config" in outputs["modeling_qwen2.py"]
+    assert "class Qwen2Config" not in outputs["modeling_qwen2.py"]
+    # each file takes `helper` from the parent's module of its own kind
+    assert "return 1" in outputs["modeling_qwen2.py"] and "return 2" in outputs["processing_qwen2.py"]

@@ -8,6 +8,7 @@ definitions reach is emitted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
@@ -22,13 +23,30 @@ from modbuild.layout import kind_of_class
 from modbuild.naming import Prefix
 
 
+class Placement(NamedTuple):
+    """Where a definition goes in its output file before dependency order is applied (compared as a tuple):
+    the parent module it comes from and its line there; a child-only definition follows the definition
+    before it in the modular file (`sub` is its own line)."""
+
+    group: int  # 2 * parent rank (+1 for a parent's non-modeling file); LOOSE for the child's bare statements
+    line: int
+    sub: int = 0
+
+    LOOSE = 10**6  # statements that bind nothing go last
+    IMPORTS = 10**7  # imports are emitted separately; their placement only keeps them out of the way
+
+    @classmethod
+    def after(cls, previous: tuple[int, int], line: int) -> "Placement":
+        return cls(previous[0], previous[1], line)
+
+
 @dataclass
 class OutUnit:
     names: tuple[str, ...]
     node: cst.BaseStatement
     deps: frozenset[str]
     eager: frozenset[str]
-    key: tuple
+    key: Placement
     is_import: bool = False
     uid: int = field(default=0)
     floating: bool = False  # a child-only definition: placed just before its first user
@@ -113,12 +131,12 @@ class Namespace:
 
     def _child_units(self) -> tuple[list[OutUnit], list[OutUnit]]:
         units, roots = [], []
-        last = (-1, 0)
+        last = (-1, 0)  # the group and line of the last parent definition the child's followed
         for unit in self.child.units:
             if id(unit.node) in self.imports.statements or unit.names in ((), ("__all__",)):
                 continue
             if unit.is_import:
-                units.append(self._new(unit.names, unit.node, (), (9999, 0, unit.line), True))
+                units.append(self._new(unit.names, unit.node, (), Placement(Placement.IMPORTS, unit.line), True))
                 continue
             merged = self._merge(unit) if isinstance(unit.node, cst.ClassDef) else None
             if merged is not None:
@@ -126,14 +144,14 @@ class Namespace:
             else:
                 node = self._localise(unit.node)
                 replaced = self._replaced_key(unit.names)
-                key = replaced or (*last, unit.line)
+                key = replaced or Placement.after(last, unit.line)
                 out = self._new(unit.names, node, self._out(unit.deps), key, eager=self._out(unit.eager))
                 out.floating = replaced is None and bool(self.parents)
             units.append(out)
             roots.append(out)
         for stmt, deps, line in self.child.loose:
             if not is_docstring(stmt):
-                roots.append(self._new((), self._localise(stmt), self._out(deps), (10**6, line)))
+                roots.append(self._new((), self._localise(stmt), self._out(deps), Placement(Placement.LOOSE, line)))
         return units, roots
 
     def _explicit_imports(self) -> dict[str, tuple[Parent, Unit, SourceModule]]:
@@ -147,7 +165,7 @@ class Namespace:
                 found.setdefault(self.local_map[local], (parent, *located))
         return found
 
-    def _replaced_key(self, names: tuple[str, ...]) -> tuple | None:
+    def _replaced_key(self, names: tuple[str, ...]) -> Placement | None:
         """A child definition that replaces a parent's (`def rotate_half`) takes the parent's place."""
         for parent in self.parents:
             for name in names:
@@ -215,16 +233,18 @@ class Namespace:
     def _parent_deps(self, parent: Parent, module: SourceModule, deps) -> frozenset[str]:
         return frozenset(d if d in module.import_names else parent.renamer.identifier(d) for d in deps)
 
-    def _parent_key(self, parent: Parent, located: tuple[Unit, SourceModule]) -> tuple:
+    def _parent_key(self, parent: Parent, located: tuple[Unit, SourceModule]) -> Placement:
         unit, module = located
         rank = self.parents.index(parent) * 2 + (module is not parent.modules.get("modeling"))
-        return (rank, unit.line, 0)
+        return Placement(rank, unit.line)
 
     def _parent_unit(self, parent: Parent, unit: Unit, module: SourceModule) -> OutUnit:
         cached = self._parent_cache.get(id(unit.node))
         if cached is None:
             if unit.is_import:
-                cached = self._new(unit.names, relocate_import(unit.node, parent.model), (), (9999, 0, 0), True)
+                cached = self._new(
+                    unit.names, relocate_import(unit.node, parent.model), (), Placement(Placement.IMPORTS, 0), True
+                )
             else:
                 node = rename_node(unit.node, parent.renamer, module.import_names, unit.text, unit.members)
                 names = [n if n in module.import_names else parent.renamer.identifier(n) for n in unit.names]
