@@ -545,20 +545,43 @@ class _Loader:
     def run_child(self, tree: ast.Module, imports: dict[int, list[_Import]]) -> None:
         """Run the child's statements in G one by one; after each, its definitions replace the clones."""
         flags = _future_flags(tree)
+        stands_for: dict[str, str] = {}
         for index, stmt in enumerate(tree.body):
             if index in imports:
                 for imp in imports[index]:
                     self._bind(imp)
+                stands_for = self._aliases(tree)
             else:
                 if isinstance(stmt, ast.ClassDef):
                     stmt = fold_class(stmt, *self._parent_class_node(stmt))
                 module = ast.Module(body=[stmt], type_ignores=[])
                 code = compile(module, str(self.path), "exec", flags=flags, dont_inherit=True)
                 exec(code, self.G)  # noqa: S102 (the child's own statement)
+                if isinstance(stmt, ast.ClassDef) and stmt.name in stands_for:
+                    self.G[stands_for[stmt.name]] = self.G[stmt.name]
             self._child_won()
             if isinstance(stmt, ast.ClassDef) and isinstance(cls := self.G.get(stmt.name), type):
                 for name in _removed_names(stmt):
                     setattr(cls, name, _Removed(name))
+
+    def _aliases(self, tree: ast.Module) -> dict[str, str]:
+        """Child class -> the renamed parent class it stands for everywhere: it flattens that parent class under
+        another name, is the only child class to flatten it, and the child defines no class of that name (the
+        converter's rule, `collect.Namespace._aliases`)."""
+        defined = {n.name for n in tree.body if isinstance(n, _DEFS)}
+        by_base: dict[str, list[str]] = {}
+        for node in tree.body:
+            base = next(
+                (b.id for b in getattr(node, "bases", ()) if isinstance(b, ast.Name) and b.id in self.origins), None
+            )
+            if isinstance(node, ast.ClassDef) and base is not None:
+                scratch, name = self.origins[base]
+                by_base.setdefault(scratch.gname(name), []).append(node.name)
+        return {
+            names[0]: renamed
+            for renamed, names in by_base.items()
+            if len(names) == 1 and names[0] != renamed and renamed not in defined
+        }
 
     def _parent_class_node(self, node: ast.ClassDef) -> tuple[ast.ClassDef | None, str]:
         """The source of the parent class a child class flattens (its first base imported from a parent), and

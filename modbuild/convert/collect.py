@@ -79,7 +79,8 @@ class Namespace:
         self.by_model = {p.model: p for p in parents}
         self.merger = ClassMerger(child.path, child.line_of)
         self._counter = 0
-        self._parent_cache: dict[int, OutUnit] = {}
+        self._parent_cache: dict[tuple[int, int], OutUnit] = {}
+        self.aliases, self.class_aliases = self._aliases()
         self.kept = {alias: self._kept_parent_class(alias) for alias in self._explicit_parent_calls()}
         self.local_map = {
             local: self.by_model[model].renamer.identifier(original)
@@ -90,6 +91,40 @@ class Namespace:
         self.child_defs = {n: u for u in self.child_units if not u.is_import for n in u.names}
         self.child_imports = {n: u for u in self.child_units if u.is_import for n in u.names}
         self.explicit = self._explicit_imports()
+
+    def _flattened_pairs(self) -> list[tuple[str, Parent, str]]:
+        """(child class, parent, parent class) for every child class whose first base is a parent's class."""
+        pairs = []
+        for unit in self.child.units:
+            if isinstance(unit.node, cst.ClassDef):
+                hit = next((h for arg in unit.node.bases if (h := self._parent_base(arg))), None)
+                if hit is not None:
+                    pairs.append((unit.node.name.value, *hit))
+        return pairs
+
+    def _aliases(self) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """A child class that flattens a parent class under another name (`AriaTextDecoderLayer(LlamaDecoderLayer)`)
+        stands for it everywhere (`AriaDecoderLayer` -> `AriaTextDecoderLayer`), unless the child defines that
+        name itself. When several child classes flatten the same parent class (`AriaPreTrainedModel`,
+        `AriaTextPreTrainedModel`), a class whose name shares one's prefix (`AriaTextModel`) uses that one (HF)."""
+        defined = {n for unit in self.child.units if not unit.is_import for n in unit.names}
+        pairs = self._flattened_pairs()
+        by_base: dict[tuple[str, str], list[str]] = {}
+        for name, parent, original in pairs:
+            by_base.setdefault((parent.model, original), []).append(name)
+        heads = {name: _class_head(name, parent, original) for name, parent, original in pairs}
+        aliases: dict[str, str] = {}
+        per_class: dict[str, dict[str, str]] = {}
+        for (model, original), names in by_base.items():
+            renamed = self.by_model[model].renamer.identifier(original)
+            if len(names) == 1 and names[0] != renamed and renamed not in defined:
+                aliases[renamed] = names[0]
+                continue
+            tail = renamed[len(self.prefix.camel) :] if renamed.startswith(self.prefix.camel) else ""
+            for name, head in heads.items():
+                if tail and head and head != self.prefix.camel and f"{head}{tail}" in names:
+                    per_class.setdefault(name, {})[renamed] = f"{head}{tail}"
+        return aliases, per_class
 
     def _explicit_parent_calls(self) -> list[str]:
         """Parent classes called explicitly by a child class that subclasses them, `LlamaAttention.forward(self, x)`:
@@ -202,7 +237,8 @@ class Namespace:
                 raise ConvertError(
                     self.child.path, unit.line, f"'{original}' is not a class of model '{parent.model}'"
                 )
-            parents.append(self._renamed_class(parent, *located))
+            aliases = {**self.aliases, **self.class_aliases.get(node.name.value, {})}
+            parents.append(self._renamed_class(parent, *located, aliases))
         members = [Member(mem.key, mem.node, self._out(mem.deps), mem.text) for mem in unit.members]
         own = {cst.Module([]).code_for_node(arg.value) for arg, _ in found}
         merged = self.merger.merge(node, members, parents, own)
@@ -218,20 +254,29 @@ class Namespace:
         deps = self._out(merged.deps) | self._out(supercall.names_in(header).read & unit.deps)
         key = self._parent_key(found[0][1][0], parents[0].origin)
         parent_unit, parent_module = parents[0].origin
-        eager = self._out(unit.eager) | self._parent_deps(found[0][1][0], parent_module, parent_unit.eager)
+        eager = self._out(unit.eager) | self._parent_deps(found[0][1][0], parent_module, parent_unit.eager, aliases)
         return self._new(unit.names, out_node, deps, key, eager=eager), key[:2]
 
-    def _renamed_class(self, parent: Parent, unit: Unit, module: SourceModule) -> ParentClass:
-        node = rename_node(unit.node, parent.renamer, module.import_names, unit.text, unit.members)
+    def _renamed_class(
+        self, parent: Parent, unit: Unit, module: SourceModule, aliases: dict[str, str] | None = None
+    ) -> ParentClass:
+        aliases = self.aliases if aliases is None else aliases
+        node = replace_names(
+            rename_node(unit.node, parent.renamer, module.import_names, unit.text, unit.members), aliases
+        )
         members = [
-            Member(member_key(new), new, self._parent_deps(parent, module, mem.deps))
+            Member(member_key(new), new, self._parent_deps(parent, module, mem.deps, aliases))
             for mem, new in zip(unit.members, node.body.body)
         ]
         return ParentClass(node, members, (unit, module))
 
     # -- parent definitions pulled in by use -----------------------------------------------------
-    def _parent_deps(self, parent: Parent, module: SourceModule, deps) -> frozenset[str]:
-        return frozenset(d if d in module.import_names else parent.renamer.identifier(d) for d in deps)
+    def _parent_deps(
+        self, parent: Parent, module: SourceModule, deps, aliases: dict[str, str] | None = None
+    ) -> frozenset[str]:
+        aliases = self.aliases if aliases is None else aliases
+        renamed = (d if d in module.import_names else parent.renamer.identifier(d) for d in deps)
+        return frozenset(aliases.get(d, d) for d in renamed)
 
     def _parent_key(self, parent: Parent, located: tuple[Unit, SourceModule]) -> Placement:
         unit, module = located
@@ -247,6 +292,7 @@ class Namespace:
                 )
             else:
                 node = rename_node(unit.node, parent.renamer, module.import_names, unit.text, unit.members)
+                node = replace_names(node, self.aliases)
                 names = [n if n in module.import_names else parent.renamer.identifier(n) for n in unit.names]
                 deps, eager = (self._parent_deps(parent, module, d) for d in (unit.deps, unit.eager))
                 cached = self._new(names, node, deps, self._parent_key(parent, (unit, module)), eager=eager)
@@ -263,6 +309,8 @@ class Namespace:
             return self.child_imports[name]
         if name in self.explicit:
             return self._parent_unit(*self.explicit[name])
+        if name in self.aliases:
+            return self.child_defs[self.aliases[name]]
         for parent in self.parents:  # a file of one kind takes a parent's definition from its file of that kind
             if (located := parent.by_kind.get(kind, {}).get(name)) is not None:
                 return self._parent_unit(parent, *located)
@@ -297,6 +345,14 @@ class Namespace:
                 elif target.uid not in seen:
                     todo.append(target)
         return list(seen.values()), crossing
+
+
+def _class_head(name: str, parent: Parent, original: str) -> str | None:
+    """`AriaText` for `AriaTextModel(LlamaModel)`: what the child class's name has in place of the parent's prefix."""
+    old = parent.prefix.camel
+    if original.startswith(old) and name.endswith(original[len(old) :]):
+        return name[: len(name) - len(original) + len(old)] or None
+    return None
 
 
 def relocate_import(node: cst.SimpleStatementLine, model: str) -> cst.SimpleStatementLine:

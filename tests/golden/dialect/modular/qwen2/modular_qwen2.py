@@ -1,6 +1,6 @@
 """A child written in HF's modular dialect: every construct here has an HF meaning that differs from Python's."""
 
-from ..llama.modeling_llama import LlamaLayer, LlamaModel
+from ..llama.modeling_llama import LlamaLayer, LlamaModel, LlamaNorm
 from ..llama.configuration_llama import LlamaConfig
 from ..mistral.modeling_mistral import rotate  # noqa: F401  explicit import: mistral's rotate, everywhere
 
@@ -33,3 +33,8 @@ class Qwen2Model(LlamaModel):
 
     def scale(self):
         super().scale()  # a closing bare call returns what the parent returns
+
+
+class Qwen2TextNorm(LlamaNorm):  # the only child of LlamaNorm, under another name: it stands for Qwen2Norm
+    def scale(self):
+        return 2
