@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import replace
 from pathlib import Path
 
 import networkx as nx

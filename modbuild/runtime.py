@@ -26,6 +26,7 @@ from typing import Any
 from modbuild.layout import Layout
 from modbuild.naming import Prefix, PrefixError, Renamer, infer_prefixes
 from modbuild.runtime_fold import FOLD, fold_class, recompile_init, replace_assignments
+from modbuild.runtime_names import preferred_parents
 
 __all__ = ["ModularError", "load_modular"]
 
@@ -354,6 +355,7 @@ class _Loader:
         self.pinned: set[str] = set()  # parent aliases the child calls explicitly: never replaced by the child
         self.origins: dict[str, tuple[_Scratch, str]] = {}  # child alias -> (parent file, name there)
         self.G[FOLD] = replace_assignments
+        self.prefer: dict[str, str] = {}  # renamed name -> the parent it comes from, where not the first
 
     # -- parents, executed unmodified
 
@@ -401,19 +403,35 @@ class _Loader:
                     dotted = f"{GENERATED}.{imp.model}.{imp.stem}"
                     raise ModularError(self.path, imp.line, f"cannot import name {name!r} from {dotted}")
         self.reorder_inits(tree, imports)
-        self._populate(list(dict.fromkeys(imp.model for imp in imports if imp.model != self.model)))
+        order = list(dict.fromkeys(imp.model for imp in imports if imp.model != self.model))
+        origins = {
+            alias: (self.scratch[(imp.model, imp.stem)], name)
+            for imp in imports
+            if imp.stem and imp.model != self.model
+            for name, alias in imp.names
+        }
+        scratches = [s for s in self.scratch.values() if s.tree is not None]
+        self.prefer = preferred_parents(tree, origins, scratches, order, lambda s, n: s.gname(n))
+        self._populate(order)
 
     def _populate(self, models: list[str]) -> None:
-        """Every parent's top-level names go into G, renamed; the first parent to provide a name wins."""
+        """Every parent's top-level names go into G, renamed; the first parent to provide a name wins, unless
+        `runtime_names` prefers another (the one parent whose code uses it)."""
 
         def rank(s: _Scratch) -> tuple:  # parent order, then modeling before configuration (as the converter)
             return models.index(s.model), s.stem != f"modeling_{s.model}", s.stem != f"configuration_{s.model}"
 
+        placed: set[str] = set()  # preferred names already taken from their parent
         for scratch in sorted(self.scratch.values(), key=rank):
             for name, value in list(scratch.ns.items()):
                 gname = scratch.gname(name)
-                if _dunder(name) or name in scratch.sibling or gname in self.G:
+                preferred = self.prefer.get(gname)
+                if _dunder(name) or name in scratch.sibling or preferred not in (None, scratch.model):
                     continue
+                if gname in self.G and (preferred is None or gname in placed):
+                    continue
+                if preferred is not None:
+                    placed.add(gname)
                 keep = name in scratch.keep and self._owner(value) is None  # imported objects stay as they are
                 clone = self.G[gname] = value if keep else self.value(value, scratch)
                 if clone is not value and isinstance(clone, (type, types.FunctionType)):

@@ -69,6 +69,7 @@ def split_by_kind(ns: Namespace) -> list[tuple[str, list, dict[str, list[str]]]]
     Every class goes to the file of its kind (`Qwen2Config` -> configuration); functions and constants
     go with the definitions that use them. A later file imports the classes of an earlier one, and
     anything at all from the configuration file, instead of repeating them."""
+    ns.settle_collisions()
     reachable, _ = ns.closure(ns.child_roots)
     reachable = [u for u in reachable if u.names != ("annotations",)]
     kinds = sorted({u.kind for u in reachable if u.is_class} | {"modeling"}, key=kind_order)

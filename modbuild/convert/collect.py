@@ -50,6 +50,7 @@ class OutUnit:
     is_import: bool = False
     uid: int = field(default=0)
     floating: bool = False  # a child-only definition: placed just before its first user
+    origin: str | None = None  # the parent model whose code this is (None: the child's own)
 
     @property
     def is_class(self) -> bool:
@@ -81,6 +82,7 @@ class Namespace:
         self._counter = 0
         self._parent_cache: dict[tuple[int, int], OutUnit] = {}
         self.aliases, self.class_aliases = self._aliases()
+        self.prefer: dict[str, Parent] = {}  # a name several parents define -> the one whose code uses it
         self.kept = {alias: self._kept_parent_class(alias) for alias in self._explicit_parent_calls()}
         self.local_map = {
             local: self.by_model[model].renamer.identifier(original)
@@ -91,6 +93,21 @@ class Namespace:
         self.child_defs = {n: u for u in self.child_units if not u.is_import for n in u.names}
         self.child_imports = {n: u for u in self.child_units if u.is_import for n in u.names}
         self.explicit = self._explicit_imports()
+
+    def settle_collisions(self) -> None:
+        """A name that several parents define is taken from the parent whose code refers to it, when only one
+        parent's code does and the child's own code does not (HF: phi's `PhiPreTrainedModel` comes from llama,
+        whose `LlamaModel` it flattens, not from clip, imported first). Otherwise the first-imported parent's."""
+        refs: dict[str, set[str | None]] = {}
+        self.closure(self.child_roots, refs=refs)
+        for name, origins in refs.items():
+            defining = [p for p in self.parents if name in p.index]
+            if len(defining) < 2 or None in origins or len(origins) != 1:
+                continue
+            (origin,) = origins
+            chosen = next((p for p in defining if p.model == origin), None)
+            if chosen is not None and chosen is not defining[0]:
+                self.prefer[name] = chosen
 
     def _flattened_pairs(self) -> list[tuple[str, Parent, str]]:
         """(child class, parent, parent class) for every child class whose first base is a parent's class."""
@@ -255,7 +272,9 @@ class Namespace:
         key = self._parent_key(found[0][1][0], parents[0].origin)
         parent_unit, parent_module = parents[0].origin
         eager = self._out(unit.eager) | self._parent_deps(found[0][1][0], parent_module, parent_unit.eager, aliases)
-        return self._new(unit.names, out_node, deps, key, eager=eager), key[:2]
+        merged_unit = self._new(unit.names, out_node, deps, key, eager=eager)
+        merged_unit.origin = found[0][1][0].model  # its inherited code is the parent's
+        return merged_unit, key[:2]
 
     def _renamed_class(
         self, parent: Parent, unit: Unit, module: SourceModule, aliases: dict[str, str] | None = None
@@ -296,6 +315,7 @@ class Namespace:
                 names = [n if n in module.import_names else parent.renamer.identifier(n) for n in unit.names]
                 deps, eager = (self._parent_deps(parent, module, d) for d in (unit.deps, unit.eager))
                 cached = self._new(names, node, deps, self._parent_key(parent, (unit, module)), eager=eager)
+            cached.origin = parent.model
             self._parent_cache[id(unit.node)] = cached
         return cached
 
@@ -311,6 +331,8 @@ class Namespace:
             return self._parent_unit(*self.explicit[name])
         if name in self.aliases:
             return self.child_defs[self.aliases[name]]
+        if name in self.prefer:
+            return self._parent_unit(self.prefer[name], *self.prefer[name].index[name])
         for parent in self.parents:  # a file of one kind takes a parent's definition from its file of that kind
             if (located := parent.by_kind.get(kind, {}).get(name)) is not None:
                 return self._parent_unit(parent, *located)
@@ -325,9 +347,14 @@ class Namespace:
         return None
 
     def closure(
-        self, roots: list[OutUnit], stop: set[int] = frozenset(), kind: str | None = None
+        self,
+        roots: list[OutUnit],
+        stop: set[int] = frozenset(),
+        kind: str | None = None,
+        refs: dict[str, set[str | None]] | None = None,
     ) -> tuple[list[OutUnit], dict[str, int]]:
-        """Units reachable from `roots`; names resolving to units in `stop` are returned (name -> uid), not followed."""
+        """Units reachable from `roots`; names resolving to units in `stop` are returned (name -> uid), not followed.
+        `refs` collects, per name, the origins of the code that refers to it."""
         seen: dict[int, OutUnit] = {}
         crossing: dict[str, int] = {}
         todo = list(roots)
@@ -337,6 +364,8 @@ class Namespace:
                 continue
             seen[unit.uid] = unit
             for name in sorted(unit.deps):
+                if refs is not None:
+                    refs.setdefault(name, set()).add(unit.origin)
                 target = self.resolve(name, kind)
                 if target is None:
                     continue

@@ -15,8 +15,8 @@ import libcst as cst
 from libcst.helpers import get_full_name_for_node
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from modbuild.convert.scopes import Reads, statement_reads
 from modbuild.convert.nodes import is_docstring, single
+from modbuild.convert.scopes import Reads, statement_reads
 from modbuild.layout import is_sibling_module
 
 

@@ -3,3 +3,12 @@
 
 def rotate(x):
     return x * 10
+
+
+def shift(x):
+    return x + 100
+
+
+class MistralHead:
+    def out(self):
+        return shift(1)

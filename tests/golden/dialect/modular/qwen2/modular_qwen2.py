@@ -2,7 +2,7 @@
 
 from ..llama.modeling_llama import LlamaLayer, LlamaModel, LlamaNorm
 from ..llama.configuration_llama import LlamaConfig
-from ..mistral.modeling_mistral import rotate  # noqa: F401  explicit import: mistral's rotate, everywhere
+from ..mistral.modeling_mistral import MistralHead, rotate  # noqa: F401  explicit import: mistral's rotate
 
 
 class Qwen2Config(LlamaConfig):
@@ -38,3 +38,7 @@ class Qwen2Model(LlamaModel):
 class Qwen2TextNorm(LlamaNorm):  # the only child of LlamaNorm, under another name: it stands for Qwen2Norm
     def scale(self):
         return 2
+
+
+class Qwen2Head(MistralHead):  # only mistral's code uses `shift`, which llama (imported first) defines too
+    pass
