@@ -70,7 +70,8 @@ def preferred_parents(
             if g in seen or g in child_names or g not in defs:
                 continue
             seen.add(g)
-            model = next(m for m in order if m in defs[g])
+            # each parent's code sees its own definition first; the child's, the first-imported parent's
+            model = origin if origin in defs[g] else next(m for m in order if m in defs[g])
             found, definition = defs[g][model]
             todo.append((definition, model, found))
     prefer = {}

@@ -319,7 +319,7 @@ class Namespace:
             self._parent_cache[id(unit.node)] = cached
         return cached
 
-    def resolve(self, name: str, kind: str | None = None) -> OutUnit | None:
+    def resolve(self, name: str, kind: str | None = None, origin: str | None = None) -> OutUnit | None:
         """The unit that defines `name` in the child's namespace: child first, then parents in import order."""
         if name in self.child_defs:
             return self.child_defs[name]
@@ -333,6 +333,8 @@ class Namespace:
             return self.child_defs[self.aliases[name]]
         if name in self.prefer:
             return self._parent_unit(self.prefer[name], *self.prefer[name].index[name])
+        if origin is not None and origin in self.by_model and name in self.by_model[origin].index:
+            return self._parent_unit(self.by_model[origin], *self.by_model[origin].index[name])
         for parent in self.parents:  # a file of one kind takes a parent's definition from its file of that kind
             if (located := parent.by_kind.get(kind, {}).get(name)) is not None:
                 return self._parent_unit(parent, *located)
@@ -364,9 +366,9 @@ class Namespace:
                 continue
             seen[unit.uid] = unit
             for name in sorted(unit.deps):
-                if refs is not None:
+                if refs is not None:  # settling: each parent's code sees its own definitions first
                     refs.setdefault(name, set()).add(unit.origin)
-                target = self.resolve(name, kind)
+                target = self.resolve(name, kind, unit.origin if refs is not None else None)
                 if target is None:
                     continue
                 if target.uid in stop:
