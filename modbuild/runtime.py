@@ -580,7 +580,8 @@ class _Loader:
             self._child_won()
             if isinstance(stmt, ast.ClassDef) and isinstance(cls := self.G.get(stmt.name), type):
                 for name in _removed_names(stmt):
-                    setattr(cls, name, _Removed(name))
+                    if any(hasattr(base, name) for base in cls.__bases__):  # else: a new member, kept as written
+                        setattr(cls, name, _Removed(name))
 
     def _aliases(self, tree: ast.Module) -> dict[str, str]:
         """Child class -> the renamed parent class it stands for everywhere: it flattens that parent class under

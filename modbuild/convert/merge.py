@@ -136,7 +136,8 @@ class ClassMerger:
             if not is_removal(override.node):
                 out.append(self._member(override, mem, inherited))
         for mem in child:
-            if mem.key in used or is_removal(mem.node) or isinstance(single(mem.node), cst.Pass):
+            # a removal marker removes what the parent has; a new member shaped like one is kept, as written (HF)
+            if mem.key in used or isinstance(single(mem.node), cst.Pass):
                 continue
             new = self._member(mem, None, inherited)
             if mem.key == "__doc__":
