@@ -112,9 +112,13 @@ def _self_reads(nodes: list[ast.AST]) -> set[str]:
 
 
 def _foldable(stmt: ast.Assign, between: list[ast.stmt]) -> bool:
-    written = _names(between, ast.Store) | {a for s in between if (a := _self_attr(s, ast.Assign))}
-    reads = _names([stmt.value], ast.Load) | _self_reads([stmt.value])
-    return not reads & written
+    return not _changes_what_it_reads(stmt.value, between)
+
+
+def _changes_what_it_reads(value: ast.AST, between: list[ast.stmt]) -> bool:
+    """Whether `between` assigns a local that `value` reads, or a `self.` attribute it reads."""
+    attrs = {a for s in between if (a := _self_attr(s, ast.Assign))}
+    return bool(_names(between, ast.Store) & _names([value], ast.Load) or attrs & _self_reads([value]))
 
 
 _EFFECTS = (ast.Call, ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr, ast.Lambda)
@@ -129,9 +133,7 @@ def _repeats_parent(stmt: ast.stmt, out: list[tuple[ast.stmt, int | None]]) -> b
     dump = ast.dump(stmt)
     for index in range(len(out) - 1, -1, -1):
         if out[index][1] is None and ast.dump(out[index][0]) == dump:
-            later = [s for s, _ in out[index + 1 :]]
-            written = _names(later, ast.Store) | {a for s in later if (a := _self_attr(s, ast.Assign))}
-            return not written & (_names([stmt], ast.Load) | _self_reads([stmt.value]))
+            return not _changes_what_it_reads(stmt.value, [s for s, _ in out[index + 1 :]])
     return False
 
 

@@ -393,10 +393,7 @@ def _repeats_parent(stmt: cst.BaseStatement, out: list[tuple[cst.BaseStatement, 
     code = _code(stmt).strip()
     for index in range(len(out) - 1, -1, -1):
         if out[index][1] and _code(out[index][0]).strip() == code:
-            later = supercall.names_in([s for s, _ in out[index + 1 :]])
-            value = supercall.names_in([inner])
-            written = later.stored | {a for s, _ in out[index + 1 :] if (a := _self_attr(s, cst.Assign))}
-            return not (written & (value.read | value.self_attrs))
+            return not _changes_what_it_reads(inner.value, [s for s, _ in out[index + 1 :]])
     return False
 
 
@@ -448,11 +445,17 @@ def _placement(stmt: cst.BaseStatement, body: list[tuple[cst.BaseStatement, bool
     reads (moving `v` up would change its value)."""
     between = [s for s, _ in body[index + 1 :]]
     between_names = supercall.names_in(between)
-    written = between_names.stored | {a for s in between if (a := _self_attr(s, cst.Assign))}
-    value_names = supercall.names_in([stmt.body[0].value])
-    if (value_names.read | value_names.self_attrs) & written:
+    if _changes_what_it_reads(stmt.body[0].value, between):
         return "keep"
     return "replace-read" if _self_attr(stmt, cst.Assign) in between_names.self_attrs else "replace"
+
+
+def _changes_what_it_reads(value: cst.BaseExpression, between: list[cst.BaseStatement]) -> bool:
+    """Whether `between` assigns a local that `value` reads, or a `self.` attribute it reads."""
+    reads = supercall.names_in([value])
+    stored = supercall.names_in(between).stored
+    attrs = {a for s in between if (a := _self_attr(s, cst.Assign))}
+    return bool(reads.read & stored or reads.self_attrs & attrs)
 
 
 def _statements(node: cst.CSTNode) -> list[cst.BaseStatement]:

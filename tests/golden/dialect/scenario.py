@@ -5,7 +5,7 @@ def run(module, model):
     layer = getattr(module, f"{prefix}Layer")(config, 5)
     return {
         "config": (config.hidden, config.fused, config.extra, config.flavour, hasattr(config, "missing")),
-        "layer": (layer.idx, layer.width, layer.span, layer.describe(), layer.title()),
+        "layer": (layer.idx, layer.width, layer.span, layer.scale, layer.describe(), layer.title()),
         "forward": layer.forward([1, 2]),
         "head": getattr(module, f"{prefix}Head")().out(),
         "model": (net.initialized, net.head, net.scale(), type(net.norm).__name__, net.norm.scale()),

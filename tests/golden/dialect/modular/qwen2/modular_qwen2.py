@@ -15,9 +15,10 @@ class Qwen2Config(LlamaConfig):
 
 
 class Qwen2Layer(LlamaLayer):
-    def __init__(self, config, idx=0):
+    def __init__(self, config, idx=0, scale=3):
         super().__init__()  # config and idx are the child's own
-        self.width = config.hidden * 3  # replaces the parent's in place: span sees it
+        self.scale = scale  # an attribute named like the local that the next line reads: no conflict
+        self.width = config.hidden * scale  # replaces the parent's in place: span sees it
 
     def describe(self):
         return "qwen2>" + LlamaLayer.describe()  # the implementation above the parent's
