@@ -67,7 +67,10 @@ def _python_binding(model: str, kind: str, name: str, expected: ast.AST, produce
     class Unbind(ast.NodeTransformer):
         def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
             self.generic_visit(node)
-            node.body = [s for s in node.body if not _is_binding(s)] or [ast.Pass()]
+            params = {a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)}
+            if node.args.kwarg:
+                params.add(node.args.kwarg.arg)
+            node.body = [s for s in node.body if not _is_binding(s, params)] or [ast.Pass()]
             return node
 
         def visit_Name(self, node: ast.Name) -> ast.AST:
@@ -76,12 +79,15 @@ def _python_binding(model: str, kind: str, name: str, expected: ast.AST, produce
     return dump(Unbind().visit(copy.deepcopy(produced))) == dump(expected)
 
 
-def _is_binding(stmt: ast.stmt) -> bool:
+def _is_binding(stmt: ast.stmt, params: set[str]) -> bool:
+    """A line binding a parent's parameter for an unrolled super() call: `super_x = v`, `kwargs = {..., **kwargs}`,
+    or a parameter of the method set from a name or constant (`window_size = out_hidden_size`)."""
     if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
         return False
     target = stmt.targets[0].id
-    merged = isinstance(stmt.value, ast.Dict) and any(k is None for k in stmt.value.keys)  # {"a": a, **kwargs}
-    return target.startswith("super_") or merged
+    merged = isinstance(stmt.value, ast.Dict) and (not stmt.value.keys or any(k is None for k in stmt.value.keys))
+    plain = target in params and isinstance(stmt.value, (ast.Name, ast.Constant))
+    return target.startswith("super_") or merged or plain
 
 
 def _extended_prefix(model: str, kind: str, name: str, expected: ast.AST, produced: ast.AST | None) -> bool:
