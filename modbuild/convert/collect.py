@@ -153,7 +153,7 @@ class Namespace:
             bases = {
                 a.value.value for a in unit.node.bases if is_name(a.value) and a.value.value in self.imports.symbols
             }
-            code = cst.Module([]).code_for_node(unit.node) if bases else ""
+            code = (unit.text or cst.Module([]).code_for_node(unit.node)) if bases else ""
             if any(f"{base}." in code for base in bases):  # matchers are slow: look only where it can be
                 found += [
                     c.func.value.value for c in find_all(unit.node, _explicit_call) if c.func.value.value in bases
@@ -261,7 +261,12 @@ class Namespace:
         merged = self.merger.merge(node, members, parents, own)
         # Only the child's statements name imported parent symbols: the parent's are renamed already.
         inherited = {id(mem.node) for parent in parents for mem in parent.members}
-        body = [stmt if id(stmt) in inherited else self._localise(stmt) for stmt in merged.node.body.body]
+        # The child's statements name imported parent symbols only if its class reads one beyond its bases.
+        base_names = {arg.value.value for arg in node.bases if is_name(arg.value)}
+        if self.imports.namespaces or (unit.deps - base_names) & self.local_map.keys():
+            body = [stmt if id(stmt) in inherited else self._localise(stmt) for stmt in merged.node.body.body]
+        else:
+            body = list(merged.node.body.body)
         out_node = merged.node.with_changes(
             bases=[self._localise(arg) for arg in merged.node.bases],
             decorators=[self._localise(dec) for dec in merged.node.decorators],
