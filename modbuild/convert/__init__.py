@@ -13,7 +13,7 @@ from pathlib import Path
 
 import libcst as cst
 
-from modbuild.convert.collect import Namespace
+from modbuild.convert.collect import Namespace, collect
 from modbuild.convert.emit import FormatError, render, ruff_format
 from modbuild.convert.nodes import is_docstring, is_name, single
 from modbuild.convert.resolve import load_parents
@@ -51,7 +51,7 @@ def convert_file(path: Path, layout: Layout, read: Reader | None = None) -> dict
     model = model_of(path)
     child = load_source(path, read(path) if read else None)
     prefix, parents, imports = load_parents(child, model, layout, read)
-    ns = Namespace(child, prefix, parents, imports)
+    ns = collect(child, prefix, parents, imports)
     parent_modules = [mod for p in parents for mod in p.modules.values()]
     future = any(_has_future_annotations(mod) for mod in [child, *parent_modules])
     sources = [_rel(path, layout)] + [_rel(mod.path, layout) for mod in parent_modules]
@@ -69,7 +69,6 @@ def split_by_kind(ns: Namespace) -> list[tuple[str, list, dict[str, list[str]]]]
     Every class goes to the file of its kind (`Qwen2Config` -> configuration); functions and constants
     go with the definitions that use them. A later file imports the classes of an earlier one, and
     anything at all from the configuration file, instead of repeating them."""
-    ns.settle_collisions()
     reachable, _ = ns.closure(ns.child_roots)
     reachable = [u for u in reachable if u.names != ("annotations",)]
     kinds = sorted({u.kind for u in reachable if u.is_class} | {"modeling"}, key=kind_order)

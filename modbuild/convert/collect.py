@@ -74,25 +74,44 @@ class _NamespaceAttrs(cst.CSTTransformer):
         return updated
 
 
+def collect(child: SourceModule, prefix: Prefix, parents: list[Parent], imports: ParentImports) -> "Namespace":
+    """Pass 2: the child's definitions over its renamed parents, in the order each step needs the last."""
+    ns = Namespace(child, prefix, parents, imports)
+    ns.aliases, ns.class_aliases = ns._aliases()
+    ns.kept = {alias: ns._kept_parent_class(alias) for alias in ns._explicit_parent_calls()}
+    ns.local_map = {
+        local: ns.by_model[model].renamer.identifier(original)
+        for local, (model, original) in imports.symbols.items()
+        if local not in ns.kept
+    }
+    ns.child_units, ns.child_roots = ns._child_units()
+    ns.child_defs = {n: u for u in ns.child_units if not u.is_import for n in u.names}
+    ns.child_imports = {n: u for u in ns.child_units if u.is_import for n in u.names}
+    ns.explicit = ns._explicit_imports()
+    ns.settle_collisions()
+    return ns
+
+
 class Namespace:
+    """The child's namespace: what each name means (`resolve`) and what the emitted code needs (`closure`).
+    Built by `collect`."""
+
     def __init__(self, child: SourceModule, prefix: Prefix, parents: list[Parent], imports: ParentImports):
         self.child, self.prefix, self.parents, self.imports = child, prefix, parents, imports
         self.by_model = {p.model: p for p in parents}
         self.merger = ClassMerger(child.path, child.line_of)
         self._counter = 0
-        self._parent_cache: dict[tuple[int, int], OutUnit] = {}
-        self.aliases, self.class_aliases = self._aliases()
+        self._parent_cache: dict[int, OutUnit] = {}
+        self.aliases: dict[str, str] = {}  # renamed parent class -> the child class standing for it
+        self.class_aliases: dict[str, dict[str, str]] = {}  # the same, for one child class's own body
         self.prefer: dict[str, Parent] = {}  # a name several parents define -> the one whose code uses it
-        self.kept = {alias: self._kept_parent_class(alias) for alias in self._explicit_parent_calls()}
-        self.local_map = {
-            local: self.by_model[model].renamer.identifier(original)
-            for local, (model, original) in imports.symbols.items()
-            if local not in self.kept
-        }
-        self.child_units, self.child_roots = self._child_units()
-        self.child_defs = {n: u for u in self.child_units if not u.is_import for n in u.names}
-        self.child_imports = {n: u for u in self.child_units if u.is_import for n in u.names}
-        self.explicit = self._explicit_imports()
+        self.kept: dict[str, OutUnit] = {}  # escape hatch: parent classes kept under their own names
+        self.local_map: dict[str, str] = {}  # the child's import alias -> the renamed name
+        self.child_units: list[OutUnit] = []
+        self.child_roots: list[OutUnit] = []
+        self.child_defs: dict[str, OutUnit] = {}
+        self.child_imports: dict[str, OutUnit] = {}
+        self.explicit: dict[str, tuple[Parent, Unit, SourceModule]] = {}
 
     def settle_collisions(self) -> None:
         """A name that several parents define is taken from the parent whose code refers to it, when only one
