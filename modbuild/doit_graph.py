@@ -26,7 +26,7 @@ class GraphCommand(Command):
             "long": "output",
             "type": str,
             "default": "",
-            "help": "write the graph to FILE (.dot as text, anything else rendered by graphviz)",
+            "help": "write the graph to FILE (.dot as text, .svg drawn by graphviz, or matplotlib without it)",
         },
         {"name": "root", "long": "root", "type": str, "default": ".", "help": "project root holding modular/"},
     )
@@ -42,7 +42,7 @@ class GraphCommand(Command):
             out = Path(params["output"])
             if out.suffix == ".dot":
                 out.write_text(dot_text)
-            elif not render_svg(dot_text, out):
+            elif not render_svg(dot_text, out, graph):
                 return 1
         if params["dot"]:
             sys.stdout.write(dot_text)

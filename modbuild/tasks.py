@@ -141,16 +141,22 @@ def render_graph(root: str) -> bool:
     dot_text = to_dot(project.graph)
     out = project.root / "graph"
     atomic_write(out / "models.dot", dot_text)
-    return render_svg(dot_text, out / "models.svg")
+    return render_svg(dot_text, out / "models.svg", project.graph)
 
 
-def render_svg(dot_text: str, target: Path) -> bool:
+def render_svg(dot_text: str, target: Path, graph=None) -> bool:
+    """graphviz's `dot` when installed; otherwise a layered matplotlib drawing (`graph_svg`) of `graph`."""
     exe = shutil.which("dot")
-    if exe is None:
+    if exe is not None:
+        svg = subprocess.run([exe, "-Tsvg"], input=dot_text, capture_output=True, text=True, check=True).stdout
+        atomic_write(target, svg)
+        return True
+    if graph is None:
         print("graphviz `dot` is not installed (apt-get install graphviz); SVG not rendered", file=sys.stderr)
         return False
-    svg = subprocess.run([exe, "-Tsvg"], input=dot_text, capture_output=True, text=True, check=True).stdout
-    atomic_write(target, svg)
+    from modbuild.graph_svg import write_svg
+
+    write_svg(graph, target)
     return True
 
 
