@@ -101,14 +101,28 @@ def run(models: list[str], graph: nx.DiGraph, layout: Layout, jobs: int, force: 
     return len(failed)
 
 
+def _bad_path(path: Path) -> str | None:
+    if not path.exists():
+        return f"{path}: no such file or directory"
+    if path.is_file() and not (path.name.startswith("modular_") and path.suffix == ".py"):
+        return f"{path}: not a modular file (a modular file is named modular_<model>.py)"
+    return None
+
+
 def convert_command(args: argparse.Namespace) -> int:
     paths = [Path(p).resolve() for p in args.paths]
+    if bad := [why for path in paths if (why := _bad_path(path))]:
+        print("\n".join(bad), file=sys.stderr)
+        return 1
     root = Path(args.root).resolve() if args.root else _tree_root(paths[0])
     layout = detect(root, args.out and Path(args.out).resolve(), args.package, args.layout)
     selected = _selected(paths, layout)
     models, graph = load(layout, strict=False, only=selected)
     layout = replace(layout, directories=tuple((m.name, m.directory) for m in models.values() if m.directory))
     wanted = sorted(models if selected is None else selected)
+    if not wanted:
+        print(f"{root}: no modular_<model>.py files in this tree (layout: {layout.style})", file=sys.stderr)
+        return 1
     failures = 0
     for name in wanted:
         if name not in models:

@@ -101,3 +101,17 @@ def test_runs_by_absolute_path_without_an_activated_environment(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "class Qwen2MLP(nn.Module)" in (models / "qwen2" / "modeling_qwen2.py").read_text()
+
+
+def test_bad_paths_get_a_clear_error(tmp_path, capsys):
+    from modbuild.cli import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.py").write_text("x = 1\n")
+    for path, message in [
+        (tmp_path / "missing", "no such file or directory"),
+        (tmp_path / "empty", "no modular_<model>.py files in this tree"),
+        (tmp_path / "notes.py", "not a modular file"),
+    ]:
+        assert main(["convert", str(path)]) == 1
+        assert f"{path}: {message}" in capsys.readouterr().err
