@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
 
-import networkx as nx
-
 from modbuild.build import Outcome, build_model
-from modbuild.graph import GraphError, load
+from modbuild.graph import GraphError, Model, discover, parents_first
 from modbuild.layout import STYLES, Layout, detect
 
 
@@ -56,13 +53,16 @@ def _report(model: str, outcome: Outcome) -> None:
         print(line, file=sys.stderr)
 
 
-def run(models: list[str], graph: nx.DiGraph, layout: Layout, jobs: int, force: bool, check: bool) -> int:
+def run(models: list[str], tree: dict[str, Model], layout: Layout, jobs: int, force: bool, check: bool) -> int:
     """Convert `models` parents first; a model whose parent failed is not converted. Returns the failures."""
     failed: set[str] = set()
-    pending = [m for m in nx.lexicographical_topological_sort(graph) if m in models]
+    pending = [m for m in parents_first(tree) if m in models]
+
+    def parents(model: str) -> set[str]:
+        return set(tree[model].parents) & tree.keys()
 
     def ready(model: str, done: set[str]) -> bool:
-        return all(p in done or p not in pending for p in graph.predecessors(model))
+        return all(p in done or p not in pending for p in parents(model))
 
     def finish(model: str, outcome: Outcome) -> None:
         _report(model, outcome)
@@ -70,7 +70,7 @@ def run(models: list[str], graph: nx.DiGraph, layout: Layout, jobs: int, force: 
             failed.add(model)
 
     def blocked(model: str) -> bool:
-        if bad := sorted(set(graph.predecessors(model)) & failed):
+        if bad := sorted(parents(model) & failed):
             print(f"{layout.modular_file(model)}: not converted: parent {', '.join(bad)} failed", file=sys.stderr)
             failed.add(model)
             return True
@@ -81,6 +81,8 @@ def run(models: list[str], graph: nx.DiGraph, layout: Layout, jobs: int, force: 
             if not blocked(model):
                 finish(model, build_model(layout.modular_file(model), layout, force=force, check=check))
         return len(failed)
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait  # only with workers
+
     done: set[str] = set()
     running: dict[Future, str] = {}
     with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -117,7 +119,7 @@ def convert_command(args: argparse.Namespace) -> int:
     root = Path(args.root).resolve() if args.root else _tree_root(paths[0])
     layout = detect(root, args.out and Path(args.out).resolve(), args.package, args.layout)
     selected = _selected(paths, layout)
-    models, graph = load(layout, strict=False, only=selected)
+    models = discover(layout, strict=False, only=selected)
     layout = replace(layout, directories=tuple((m.name, m.directory) for m in models.values() if m.directory))
     wanted = sorted(models if selected is None else selected)
     if not wanted:
@@ -132,7 +134,7 @@ def convert_command(args: argparse.Namespace) -> int:
             print(models[name].error, file=sys.stderr)
             failures += 1
     convertible = [m for m in wanted if m in models and not models[m].error]
-    failures += run(convertible, graph, layout, args.jobs, args.force, args.check)
+    failures += run(convertible, models, layout, args.jobs, args.force, args.check)
     return 1 if failures else 0
 
 

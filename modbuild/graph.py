@@ -11,12 +11,16 @@ Either makes `llama` a parent of `<m>`. Parsing uses the stdlib `ast`: edges are
 from __future__ import annotations
 
 import ast
+import graphlib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from modbuild.layout import Layout, kind_of_class
+from modbuild.toposort import ordered
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 MODULAR_FILE_KINDS = ("modular", "configuration")
 
@@ -128,19 +132,26 @@ def discover(where: Path | Layout, strict: bool = True, only: set[str] | None = 
     return {name: model for name, model in models.items() if name in scanned}
 
 
+def parents_first(models: dict[str, Model]) -> list[str]:
+    """The build order: parents before children, ties by name. Raises GraphError naming a cycle."""
+    try:
+        return ordered({name: [p for p in model.parents if p in models] for name, model in models.items()}, str)
+    except graphlib.CycleError as exc:
+        names = exc.args[1]  # [a, b, ..., a]: each a parent of the next
+        where = "; ".join(f"{models[b].parents[a][0]}:{models[b].parents[a][1]}" for a, b in zip(names, names[1:]))
+        raise GraphError(f"import cycle: {' -> '.join(names)} ({where})") from None
+
+
 def build_graph(models: dict[str, Model]) -> nx.DiGraph:
     """Edge parent -> child. Raises GraphError naming the cycle if there is one."""
+    import networkx as nx  # the doit side only: the converter and the CLI order models with `parents_first`
+
+    parents_first(models)
     graph = nx.DiGraph()
     graph.add_nodes_from(sorted(models))
     for name, model in models.items():
         graph.add_edges_from((parent, name) for parent in model.parents)
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
-        return graph
-    names = [edge[0] for edge in cycle] + [cycle[0][0]]
-    where = "; ".join(f"{models[b].parents[a][0]}:{models[b].parents[a][1]}" for a, b in cycle)
-    raise GraphError(f"import cycle: {' -> '.join(names)} ({where})")
+    return graph
 
 
 def load(
@@ -151,6 +162,8 @@ def load(
 
 
 def layers(graph: nx.DiGraph) -> list[list[str]]:
+    import networkx as nx
+
     return [sorted(layer) for layer in nx.topological_generations(graph)]
 
 

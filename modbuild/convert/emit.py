@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 import libcst as cst
-import networkx as nx
 
 from modbuild.convert.collect import OutUnit
+from modbuild.toposort import ordered
 
 _RUFF_ARGS = ["--isolated", "--line-length", "119", "--target-version", "py310"]
 
@@ -22,17 +22,14 @@ def order(units: Iterable[OutUnit]) -> list[OutUnit]:
     """Definitions before module-level use; otherwise parent order, child definitions in their place."""
     units = [u for u in units if not u.is_import]
     by_name = {name: u for u in units for name in u.names}
-    graph = nx.DiGraph()
-    graph.add_nodes_from(u.uid for u in units)
-    for unit in units:
-        graph.add_edges_from((by_name[d].uid, unit.uid) for d in unit.eager if d in by_name and by_name[d] is not unit)
+    before = {u.uid: [by_name[d].uid for d in u.eager if d in by_name and by_name[d] is not u] for u in units}
     keys = {u.uid: (u.key, u.uid) for u in units}
     for unit in units:  # a child's new helper goes right before the first definition that uses it
         users = [keys[u.uid] for u in units if u is not unit and set(unit.names) & u.deps]
         if unit.floating and users and min(users) < keys[unit.uid]:
             keys[unit.uid] = (min(users)[0], -1, unit.uid)
     lookup = {u.uid: u for u in units}
-    return [lookup[uid] for uid in nx.lexicographical_topological_sort(graph, key=keys.__getitem__)]
+    return [lookup[uid] for uid in ordered(before, keys.__getitem__)]
 
 
 def _code(node: cst.CSTNode) -> str:
