@@ -7,8 +7,10 @@ No ML framework is imported: this is pure source transformation.
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import libcst as cst
@@ -47,7 +49,25 @@ def convert_file(path: Path, layout: Layout, read: Reader | None = None) -> dict
     `read` supplies file contents (for a check against freshly converted parents); by default
     files are read from disk.
     """
-    path = Path(path)
+    with _no_cycle_collection():
+        return _convert(Path(path), layout, read)
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Syntax trees are many small acyclic objects: the cyclic collector only rescans them (a fifth of the
+    time of a tree's conversion), and reference counting frees them anyway."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()  # what is still alive (parsed parents, cached for the next model) is not rescanned either
+        if enabled:
+            gc.enable()
+
+
+def _convert(path: Path, layout: Layout, read: Reader | None) -> dict[Path, str]:
     model = model_of(path)
     child = load_source(path, read(path) if read else None)
     prefix, parents, imports = load_parents(child, model, layout, read)
