@@ -83,7 +83,9 @@ def test_super_inside_an_expression_is_hoisted(tmp_path):
         "        return [u * o for u, o in zip(self.up, super().forward(xs))]\n\n"
         "    up = [1, 10]\n"
     )
-    parent = PARENT.replace("        y = x * self.scale\n        return y\n", "        y = [v * self.scale for v in x]\n        return y\n")
+    parent = PARENT.replace(
+        "        y = x * self.scale\n        return y\n", "        y = [v * self.scale for v in x]\n        return y\n"
+    )
     text = convert(tmp_path, child, parent)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
     assert "super()" not in text.split("def forward")[1].split("def ")[0]
     namespace: dict = {}

@@ -441,7 +441,9 @@ def test_two_parents_with_first_parent_priority(tmp_path):
     assert type(layer.mlp.norm) is mod.Qwen3MoeRMSNorm and layer.mlp.norm.source == "first parent file"
     # ... but an explicit import means the named parent's definition, even though both rename to Qwen3MoeMLP.
     base = mod.Qwen3MoeMLP.__bases__[0]
-    assert base.__name__ == "Qwen3MoeMLP" and base.kind == "second parent file" and not hasattr(mod.Qwen3MoeMLP(), "norm")
+    assert (
+        base.__name__ == "Qwen3MoeMLP" and base.kind == "second parent file" and not hasattr(mod.Qwen3MoeMLP(), "norm")
+    )
     assert mod.Qwen2MoeMLP is mod.Qwen3MoeMLP  # the alias, rebound to the child's class once it is defined
     assert all(type(e) is mod.Qwen3MoeMLP for e in layer.mlp.experts)
     assert type(mod.Qwen3MoeDecoderLayer.__mro__[1]().mlp) is mod.Qwen3MoeMLP  # qwen3's layer builds it too
