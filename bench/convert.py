@@ -39,7 +39,7 @@ def _inputs(path: Path, layout: Layout) -> list[Path]:
             parents.update(parent_of_import(node, layout, path.parent.name))
     files = [path]
     for parent in sorted(parents):
-        files += [f for kind in ("modeling", "configuration") if (f := layout.parent_file(parent, kind)).is_file()]
+        files += [f for kind in ("modeling", "configuration") if (f := layout.file(parent, kind)).is_file()]
     return files
 
 

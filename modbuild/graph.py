@@ -57,9 +57,9 @@ def other_models(model_dir: Path, layout: Layout) -> list[str]:
 def parent_of_import(node: ast.ImportFrom | ast.Import, layout: Layout, within: str = "") -> list[str]:
     """Model names that one import statement refers to (empty if it is not a model import)."""
     if isinstance(node, ast.Import):
-        targets = [layout.target(".".join(a.name.split(".")[:-1]), 0, [a.name.split(".")[-1]]) for a in node.names]
+        targets = [layout.target(".".join(a.name.split(".")[:-1]), 0) for a in node.names]
     else:
-        targets = [layout.target(node.module, node.level, [a.name for a in node.names], within)]
+        targets = [layout.target(node.module, node.level, within)]
     return [t.model for t in targets if t is not None]
 
 

@@ -107,12 +107,9 @@ class Layout:
         """A model's module of one kind: a parent's input, or the child's output."""
         return self.generated_root / self.directory(model) / f"{self.stem(model, kind)}.py"
 
-    # Old names, kept for callers that read better with them.
-    parent_file = output_file = file
-
     # -- imports
 
-    def target(self, module: str | None, level: int, names: list[str] = (), within: str = "") -> Target | None:
+    def target(self, module: str | None, level: int, within: str = "") -> Target | None:
         """The model an import statement refers to, or None for an ordinary import.
 
         `from generated.llama.modeling_llama import X` / `from ..llama.modeling_llama import X` ->
@@ -139,7 +136,7 @@ class Layout:
 
     def model_target(self, module: str | None, level: int, names: list[str], within: str = "") -> Target | None:
         """Like `target`, but only for imports of model code: `from ..llama import fusion_ops` is not one."""
-        found = self.target(module, level, names, within)
+        found = self.target(module, level, within)
         if found is None:
             return None
         stems = [found.stem] if found.stem else list(names)

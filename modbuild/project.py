@@ -74,7 +74,7 @@ class Project:
         out = {}
         for model in self.models:
             kinds = ["modeling", "configuration"] if self.has_config(model) else ["modeling"]
-            # the paths of Layout.output_file, spelled out so that loading tasks does not import the converter
+            # the paths of Layout.file, spelled out so that loading tasks does not import the converter
             out[model] = [self.generated / model / "__init__.py"]
             out[model] += [self.generated / model / f"{k}_{model}.py" for k in kinds]
         return out

@@ -76,7 +76,7 @@ def _import_target(node: ast.stmt, model: str, layout: Layout) -> list[str] | No
     if isinstance(node, ast.ImportFrom):
         if node.level == 1:
             return [model, *(node.module.split(".") if node.module else [])]
-        found = layout.target(node.module, node.level, [alias.name for alias in node.names], model)
+        found = layout.target(node.module, node.level, model)
         return None if found is None else [found.model, *([found.stem] if found.stem else [])]
     dotted = [alias.name.split(".") for alias in node.names]
     return dotted[0][1:] if any(d[0] == GENERATED for d in dotted) else None
@@ -402,16 +402,16 @@ class _Loader:
                 if name not in scratch.ns or _dunder(name):
                     dotted = f"{GENERATED}.{imp.model}.{imp.stem}"
                     raise ModularError(self.path, imp.line, f"cannot import name {name!r} from {dotted}")
-        self.reorder_inits(tree, imports)
-        order = list(dict.fromkeys(imp.model for imp in imports if imp.model != self.model))
-        origins = {
+        self.origins = {
             alias: (self.scratch[(imp.model, imp.stem)], name)
             for imp in imports
             if imp.stem and imp.model != self.model
             for name, alias in imp.names
         }
+        self.reorder_inits(tree)
+        order = list(dict.fromkeys(imp.model for imp in imports if imp.model != self.model))
         scratches = [s for s in self.scratch.values() if s.tree is not None]
-        self.prefer = preferred_parents(tree, origins, scratches, order, lambda s, n: s.gname(n))
+        self.prefer = preferred_parents(tree, self.origins, scratches, order, lambda s, n: s.gname(n))
         self._populate(order)
 
     def _populate(self, models: list[str]) -> None:
@@ -563,12 +563,11 @@ class _Loader:
     def run_child(self, tree: ast.Module, imports: dict[int, list[_Import]]) -> None:
         """Run the child's statements in G one by one; after each, its definitions replace the clones."""
         flags = _future_flags(tree)
-        stands_for: dict[str, str] = {}
+        stands_for = self._aliases(tree)
         for index, stmt in enumerate(tree.body):
             if index in imports:
                 for imp in imports[index]:
                     self._bind(imp)
-                stands_for = self._aliases(tree)
             else:
                 if isinstance(stmt, ast.ClassDef):
                     stmt = fold_class(stmt, *self._parent_class_node(stmt))
@@ -615,20 +614,16 @@ class _Loader:
                     return proxy._scratch.class_node(base.attr), proxy._scratch.module.__file__
         return None, ""
 
-    def reorder_inits(self, tree: ast.Module, imports: list[_Import]) -> None:
+    def reorder_inits(self, tree: ast.Module) -> None:
         """A child `__init__` that calls `super().__init__` flattens its parent's, whose own base-class call runs
         first there (`runtime_fold.init_call_first`): give the parent class that `__init__` before cloning."""
-        origin = {
-            alias: (imp, name) for imp in imports if imp.stem and imp.model != self.model for name, alias in imp.names
-        }
         for node in tree.body:
             if not isinstance(node, ast.ClassDef) or not _calls_super_init(node):
                 continue
-            base = next((b.id for b in node.bases if isinstance(b, ast.Name) and b.id in origin), None)
+            base = next((b.id for b in node.bases if isinstance(b, ast.Name) and b.id in self.origins), None)
             if base is None:
                 continue
-            imp, name = origin[base]
-            scratch = self.scratch[(imp.model, imp.stem)]
+            scratch, name = self.origins[base]
             cls, parent = scratch.ns.get(name), scratch.class_node(name)
             if isinstance(cls, type) and parent is not None:
                 recompile_init(cls, parent, scratch.ns, scratch.module.__file__)
@@ -646,7 +641,6 @@ class _Loader:
                 self.G[alias] = _ModuleProxy(self.scratch[(imp.model, name)], self.G)
                 continue
             scratch = self.scratch[(imp.model, imp.stem)]
-            self.origins[alias] = (scratch, name)
             gname, value = scratch.gname(name), scratch.ns[name]
             plain = name in scratch.sibling or (name in scratch.keep and self._owner(value) is None)
             self.G[alias] = obj = self.G[gname] if plain else self.value(value, scratch)
