@@ -1,13 +1,38 @@
-"""doit entry point: `doit` converts every model, renders the family graph, and verifies.
+"""doit entry point: `doit` converts every model, draws the family graph, and verifies.
 
-The task creators live in `modbuild.tasks`; this file only wires them to this tree
-(`dodo_namespace` also takes the tree's lock and turns SIGTERM into a clean stop).
+The tasks' actions live in modbuild/tasks.py. `doit` itself (the `run` command, modbuild/doit_run.py)
+waits for another run in this tree and stops cleanly on SIGTERM; `doit list` does neither.
 """
 
 from pathlib import Path
 
-from modbuild.tasks import dodo_namespace
+from doit import task_params
 
-ROOT = Path(__file__).resolve().parent
+from modbuild import tasks
+from modbuild.project import Project
 
-globals().update(dodo_namespace(ROOT))
+PROJECT = Project(Path(__file__).resolve().parent)
+
+DOIT_CONFIG = tasks.doit_config(PROJECT)
+
+
+@task_params([tasks.FORCE_PARAM])
+def task_convert(force):
+    """generate generated/<m>/ from modular/<m>/ (parents first)"""
+    yield from tasks.convert_tasks(PROJECT, force)
+
+
+def task_check():
+    """fail, naming the files, if generated code differs from a fresh conversion"""
+    return tasks.check_task(PROJECT)
+
+
+def task_render_graph():
+    """write graph/models.dot and graph/models.svg"""
+    return tasks.graph_task(PROJECT)
+
+
+@task_params(tasks.VERIFY_PARAMS)
+def task_verify(model, atol, rtol, trace):
+    """numerical checks of every generated model (modular, hf, paddlenlp, tp2)"""
+    yield from tasks.verify_tasks(PROJECT, model, atol, rtol, trace)

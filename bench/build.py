@@ -34,9 +34,31 @@ import networkx as nx
 DODO = """\
 from pathlib import Path
 
-from modbuild.tasks import dodo_namespace
+from doit import task_params
 
-globals().update(dodo_namespace(Path(__file__).resolve().parent, verify=False))
+from modbuild import tasks
+from modbuild.project import Project
+
+PROJECT = Project(Path(__file__).resolve().parent)
+DOIT_CONFIG = tasks.doit_config(PROJECT, verify=False)
+
+
+@task_params([tasks.FORCE_PARAM])
+def task_convert(force):
+    yield from tasks.convert_tasks(PROJECT, force)
+
+
+def task_check():
+    return tasks.check_task(PROJECT)
+
+
+def task_render_graph():
+    return tasks.graph_task(PROJECT)
+"""
+# The repository's pyproject.toml registers modbuild's `doit run` (the tree's lock, SIGTERM) the same way.
+DOIT_PLUGINS = """\
+[tool.doit.plugins.command]
+run = "modbuild.doit_run:Run"
 """
 
 ROOT_TEMPLATE = '''\
@@ -244,6 +266,7 @@ def write_tree(root: Path, graph: nx.DiGraph) -> None:
     (root / "generated").mkdir(parents=True)
     (root / "generated" / "__init__.py").write_text("")
     (root / "dodo.py").write_text(DODO)
+    (root / "pyproject.toml").write_text(DOIT_PLUGINS)
     for k, model in enumerate(nx.topological_sort(graph)):
         path = root / "modular" / model / f"modular_{model}.py"
         path.parent.mkdir(parents=True)
@@ -280,7 +303,7 @@ def doit(root: Path, *args: str) -> tuple[float, subprocess.CompletedProcess]:
 
 
 def rebuilt(result: subprocess.CompletedProcess) -> set[str]:
-    return set(re.findall(r"^\.  convert:(\S+)$", result.stdout, flags=re.M))
+    return set(re.findall(r"^convert (\S+) +written$", result.stdout, flags=re.M))
 
 
 def edit(root: Path, model: str, old: str, new: str) -> None:

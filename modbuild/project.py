@@ -49,6 +49,10 @@ class Project:
     def modular_file(self, model: str) -> Path:
         return self.modular / model / f"modular_{model}.py"
 
+    def spec_file(self, model: str) -> Path:
+        """How `doit verify` checks the model (modbuild/verify/specs.py reads it)."""
+        return self.modular / model / "model.toml"
+
     def build_order(self) -> list[str]:
         return list(nx.lexicographical_topological_sort(self.graph))
 

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
-from doit import task_params
 from doit.exceptions import InvalidDodoFile
 from doit.tools import config_changed
 
 from modbuild.atomic import atomic_write
 from modbuild.graph import GraphError, to_dot
 from modbuild.header import is_hand_edited
-from modbuild.lock import hold_project_lock
 from modbuild.project import CONVERTER_SOURCES, Project
 
 PACKAGE_INIT = '"""Generated model package: see the modular file for the source."""\n'
@@ -144,15 +142,29 @@ def render_graph(root: str) -> bool:
     return render_svg(dot_text, out / "models.svg", project.graph)
 
 
+def dot_command() -> str | None:
+    """A `dot` that lays out DOT: the system's graphviz, else the `graphviz-pure` wheel (a dependency; its
+    script sits beside this interpreter even when the venv is not activated)."""
+    for name in ("dot", "graphviz-pure"):
+        found = shutil.which(name) or shutil.which(name, path=sysconfig.get_path("scripts"))
+        if found:
+            return found
+    return None
+
+
 def render_svg(dot_text: str, target: Path, graph=None) -> bool:
-    """graphviz's `dot` when installed; otherwise a layered matplotlib drawing (`graph_svg`) of `graph`."""
-    exe = shutil.which("dot")
+    """Lay out and draw the graph with `dot_command()`; with neither installed, a layered matplotlib drawing
+    (`graph_svg`) of `graph`."""
+    exe = dot_command()
     if exe is not None:
         svg = subprocess.run([exe, "-Tsvg"], input=dot_text, capture_output=True, text=True, check=True).stdout
         atomic_write(target, svg)
         return True
     if graph is None:
-        print("graphviz `dot` is not installed (apt-get install graphviz); SVG not rendered", file=sys.stderr)
+        print(
+            "no `dot` found (pip install graphviz-pure, or apt-get install graphviz); SVG not rendered",
+            file=sys.stderr,
+        )
         return False
     from modbuild.graph_svg import write_svg
 
@@ -193,6 +205,8 @@ def verify_tasks(project: Project, model: str = "", atol: float = 0.0, rtol: flo
         if model and name != model:
             continue
         deps = [str(p) for p in project.outputs(name) if p.suffix == ".py"] + VERIFY_SOURCES
+        if project.spec_file(name).exists():  # else the check fails, saying the spec is missing
+            deps.append(str(project.spec_file(name)))
         for check in CHECKS:
             yield {
                 "name": f"{name}:{check}",
@@ -200,64 +214,25 @@ def verify_tasks(project: Project, model: str = "", atol: float = 0.0, rtol: flo
                 "file_dep": deps,
                 "task_dep": [f"convert:{name}"],
                 "uptodate": [config_changed({"bounds": bounds, "trace": trace})],
-                "verbosity": 2,
                 "doc": f"{name}: {check} check",
             }
 
 
-def _stop(signum, frame):
-    # doit saves its dep DB on KeyboardInterrupt but not when killed by SIGTERM. A second SIGTERM is
-    # ignored, so that it cannot cut short that save (the JSON DB is truncated, then rewritten).
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
+def doit_config(project: Project, verify: bool = True) -> dict:
+    """DOIT_CONFIG for a tree's dodo.py. Parses the modular files first, so that a syntax error or an import
+    cycle is one line from doit (InvalidDodoFile), not a traceback."""
+    from modbuild.doit_reporter import reporter_for
 
-
-def dodo_namespace(root: Path, verify: bool = True) -> dict:
-    """What a dodo.py for the tree at `root` defines: DOIT_CONFIG and the task_* creators.
-
-    Also turns SIGTERM into KeyboardInterrupt and takes the tree's lock (waiting for another run),
-    before doit opens the dep DB. A dodo.py does `globals().update(dodo_namespace(ROOT))`.
-    """
-    root = Path(root).resolve()
-    project = Project(root)
-    signal.signal(signal.SIGTERM, _stop)
-    hold_project_lock(root)
     try:
-        project.graph  # parse the modular files now: doit prints an InvalidDodoFile as one line, not a traceback
+        project.graph
     except GraphError as exc:
         raise InvalidDodoFile(str(exc)) from None
-
-    @task_params([FORCE_PARAM])
-    def task_convert(force):
-        """generate generated/<m>/ from modular/<m>/ (parents first)"""
-        yield from convert_tasks(project, force)
-
-    def task_check():
-        """fail, naming the files, if generated code differs from a fresh conversion"""
-        return check_task(project)
-
-    def task_render_graph():
-        """write graph/models.dot and graph/models.svg"""
-        return graph_task(project)
-
-    @task_params(VERIFY_PARAMS)
-    def task_verify(model, atol, rtol, trace):
-        """numerical checks of every generated model (modular, hf, paddlenlp, tp2)"""
-        yield from verify_tasks(project, model, atol, rtol, trace)
-
-    namespace = {
-        "DOIT_CONFIG": {
-            "backend": "json",
-            "dep_file": str(root / ".doit.db.json"),
-            "default_tasks": ["convert", "render_graph"] + (["verify"] if verify else []),
-            "verbosity": 1,
-            # A model that fails to convert must not stop the models that do not depend on it.
-            "continue": True,
-        },
-        "task_convert": task_convert,
-        "task_check": task_check,
-        "task_render_graph": task_render_graph,
+    return {
+        "backend": "json",
+        "dep_file": str(project.root / ".doit.db.json"),
+        "default_tasks": ["convert", "render_graph"] + (["verify"] if verify else []),
+        "verbosity": 1,
+        "reporter": reporter_for(project.root),
+        # A model that fails to convert must not stop the models that do not depend on it.
+        "continue": True,
     }
-    if verify:
-        namespace["task_verify"] = task_verify
-    return namespace

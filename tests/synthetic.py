@@ -16,9 +16,31 @@ from pathlib import Path
 DODO = """\
 from pathlib import Path
 
-from modbuild.tasks import dodo_namespace
+from doit import task_params
 
-globals().update(dodo_namespace(Path(__file__).resolve().parent, verify=False))
+from modbuild import tasks
+from modbuild.project import Project
+
+PROJECT = Project(Path(__file__).resolve().parent)
+DOIT_CONFIG = tasks.doit_config(PROJECT, verify=False)
+
+
+@task_params([tasks.FORCE_PARAM])
+def task_convert(force):
+    yield from tasks.convert_tasks(PROJECT, force)
+
+
+def task_check():
+    return tasks.check_task(PROJECT)
+
+
+def task_render_graph():
+    return tasks.graph_task(PROJECT)
+"""
+# The repository's pyproject.toml registers modbuild's `doit run` (the tree's lock, SIGTERM) the same way.
+DOIT_PLUGINS = """\
+[tool.doit.plugins.command]
+run = "modbuild.doit_run:Run"
 """
 
 BASE = '''\
@@ -133,6 +155,7 @@ def write_tree(root: Path, models: dict[str, str], dodo: bool = True) -> Path:
         write_modular(root, name, text)
     if dodo:
         (root / "dodo.py").write_text(DODO)
+        (root / "pyproject.toml").write_text(DOIT_PLUGINS)
     return root
 
 
@@ -175,14 +198,20 @@ def doit(root: Path, *args: str, env: dict | None = None, timeout: float = 60) -
     return subprocess.run([*DOIT, *args], cwd=root, capture_output=True, text=True, env=doit_env(env), timeout=timeout)
 
 
+def _tasks(stdout: str, statuses: str) -> list[str]:
+    """`convert x  written` (modbuild's doit reporter) -> `convert:x`."""
+    return [f"convert:{m}" for m in re.findall(rf"^convert (\S+) +(?:{statuses})$", stdout, flags=re.M)]
+
+
 def executed(stdout: str) -> list[str]:
-    """Task names doit ran (`.  convert:x`), in order."""
-    return re.findall(r"^\.  (\S+)$", stdout, flags=re.M)
+    """Convert tasks doit ran (`convert x  written`, or `FAILED`), in the order they ended; not those it did
+    not start because a parent failed (`convert x  not run: convert:p failed`)."""
+    return _tasks(stdout, "written|FAILED")
 
 
 def up_to_date(stdout: str) -> list[str]:
-    """Task names doit skipped as up to date (`-- convert:x`)."""
-    return re.findall(r"^-- (\S+)$", stdout, flags=re.M)
+    """Convert tasks doit skipped as up to date (`convert x  up to date`)."""
+    return _tasks(stdout, "up to date")
 
 
 def converted(stdout: str) -> set[str]:

@@ -29,7 +29,7 @@ from synthetic import (
     write_tree,
 )
 
-from modbuild import tasks
+from modbuild import doit_run, tasks
 from modbuild.atomic import atomic_write
 from modbuild.header import is_hand_edited
 from modbuild.project import Project
@@ -396,7 +396,7 @@ def test_sigterm_handler_raises_keyboard_interrupt():
     previous = signal.getsignal(signal.SIGTERM)
     try:
         with pytest.raises(KeyboardInterrupt):
-            tasks._stop(signal.SIGTERM, None)
+            doit_run.stop(signal.SIGTERM, None)
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # a second SIGTERM cannot cut the DB save short
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -414,7 +414,7 @@ def test_sigterm_keeps_finished_work(tree):
     started = []
     try:
         deadline = time.monotonic() + 30
-        while len(started) < 2 and time.monotonic() < deadline:  # `.  convert:x` is printed as x starts
+        while len(started) < 2 and time.monotonic() < deadline:  # `convert x  written` is printed as x ends
             line = proc.stdout.readline()
             if not line:
                 break

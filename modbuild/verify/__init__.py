@@ -46,8 +46,12 @@ def verify(
 ) -> Record:
     """Run one check; when it fails (or `trace`), trace the first diverging layer. `modeling` substitutes
     the generated module (the mutation tests pass a deliberately broken copy); `bounds` overrides bounds."""
+    from modbuild.verify.specs import SpecError
+
     try:
         record = _run(root, model, check, modeling)
+    except SpecError as exc:  # names the file; a traceback would only bury that
+        record = Record(model, check, error=str(exc))
     except Exception as exc:  # a crash is a failed check with its traceback, never a pass
         record = Record(model, check, error=f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
@@ -69,19 +73,18 @@ def _trace(record: Record, model: str, check: str, modeling=None) -> None:
 
 
 def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | None = None, trace: bool = False) -> bool:
-    """Run one check, store it in reports/, print a one-line verdict; True if it passed."""
+    """Run one check and store it in reports/ (doit's reporter prints its line from there); True if it passed.
+    A failure's details and the layer trace go to stderr."""
+    from modbuild.verify.quiet import quiet_third_party
     from modbuild.verify.report import save
 
+    quiet_third_party()
     record = verify(model, check, root=root, bounds=bounds, trace=trace)
     save(root, record)
-    metrics = ", ".join(f"{k}={v:.2e}" for k, v in record.metrics.items() if k in record.bounds)
-    if not record.applicable:
-        verdict = "not applicable: " + "; ".join(record.notes)
-    else:
-        verdict = "ok" if record.passed else "FAILED: " + "; ".join(record.failures() or [record.error])
-        verdict += f" ({metrics})"
-    print(f"verify:{model}:{check}: {verdict}", file=sys.stderr if not record.passed else sys.stdout)
+    if record.applicable and not record.passed:
+        problems = record.failures() if not record.error else [record.error]
+        print(f"verify:{model}:{check}: " + "; ".join(problems), file=sys.stderr)
     for step in record.trace if (trace or not record.passed) else ():
         where = f"first divergence at {step['layer']}" if "layer" in step else f"after {step['decoder_layer']}"
-        print(f"  {where}: max abs {step['max_abs']:.2e}")
+        print(f"  {where}: max abs {step['max_abs']:.2e}", file=sys.stderr)
     return record.passed

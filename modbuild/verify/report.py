@@ -11,7 +11,6 @@ from modbuild.atomic import atomic_write
 from modbuild.verify.record import Record
 
 PACKAGES = ("paddlepaddle", "paddlenlp", "torch", "transformers")
-CHECKS = ("modular", "hf", "paddlenlp", "tp2")
 
 
 def versions() -> dict[str, str]:

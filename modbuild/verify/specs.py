@@ -1,12 +1,20 @@
-"""What each model is checked against: tiny configs and the matching HF / PaddleNLP classes."""
+"""What each model is checked against: the tiny config every check starts from, and each model's spec
+(`modular/<m>/model.toml`: extra config, the HF / PaddleNLP classes, the references' known differences)."""
 
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 TINY = {
     "vocab_size": 128,
@@ -20,10 +28,14 @@ TINY = {
 }
 
 
+class SpecError(ValueError):
+    """A model's verification spec is missing or malformed; the message starts with the file."""
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     model_type: str
-    camel: str
+    camel: str  # the class prefix: <camel>ForCausalLM, <camel>Config
     hf_class: str  # transformers causal-LM class
     config: dict = field(default_factory=dict)  # on top of TINY, for both sides
     paddlenlp_class: str | None = None  # PaddleNLP's hand-written model, where one exists and works
@@ -32,66 +44,75 @@ class ModelSpec:
     norm_mean: float = 1.0  # where re-randomised norm weights are centred (0 for gemma's 1 + w)
 
 
-MOE = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32}
-
-SPECS = {
-    s.model_type: s
-    for s in [
-        ModelSpec("llama", "Llama", "LlamaForCausalLM", paddlenlp_class="LlamaForCausalLM"),
-        ModelSpec(
-            "qwen2",
-            "Qwen2",
-            "Qwen2ForCausalLM",
-            {"use_sliding_window": True, "sliding_window": 6, "max_window_layers": 1},
-            paddlenlp_class="Qwen2ForCausalLM",
-            paddlenlp_note="PaddleNLP's Qwen2 ignores the sliding window: compared with the window off",
-            paddlenlp_config={"use_sliding_window": False},
-        ),
-        ModelSpec(
-            "mistral",
-            "Mistral",
-            "MistralForCausalLM",
-            {"sliding_window": 6},
-            paddlenlp_class="MistralForCausalLM",
-            paddlenlp_note="PaddleNLP's Mistral disagrees with HF once the window is active (5.3 on logits at window 6): "
-            "compared with a window longer than the batch",
-            paddlenlp_config={"sliding_window": 4096},
-        ),
-        ModelSpec(
-            "gemma",
-            "Gemma",
-            "GemmaForCausalLM",
-            {"head_dim": 32},
-            paddlenlp_class="GemmaForCausalLM",
-            paddlenlp_note="PaddleNLP's Gemma MLP uses exact GeLU where HF uses the tanh approximation: compared with hidden_act='gelu'",
-            paddlenlp_config={"hidden_act": "gelu"},
-            norm_mean=0.0,
-        ),
-        ModelSpec("qwen3", "Qwen3", "Qwen3ForCausalLM", {"head_dim": 32}),
-        ModelSpec(
-            "qwen2_moe",
-            "Qwen2Moe",
-            "Qwen2MoeForCausalLM",
-            {**MOE, "shared_expert_intermediate_size": 48},
-            paddlenlp_class="Qwen2MoeForCausalLM",
-        ),
-        ModelSpec(
-            "mixtral",
-            "Mixtral",
-            "MixtralForCausalLM",
-            {"num_local_experts": 4, "num_experts_per_tok": 2},
-            paddlenlp_class="MixtralForCausalLM",
-        ),
-        ModelSpec("qwen3_moe", "Qwen3Moe", "Qwen3MoeForCausalLM", {**MOE, "norm_topk_prob": True, "head_dim": 32}),
-    ]
+# TOML key -> (accepted types, ModelSpec field)
+_KEYS = {
+    "verify.prefix": (str, "camel"),
+    "verify.hf_class": (str, "hf_class"),
+    "verify.norm_mean": ((int, float), "norm_mean"),
+    "verify.config": (dict, "config"),
+    "verify.paddlenlp.class": (str, "paddlenlp_class"),
+    "verify.paddlenlp.note": (str, "paddlenlp_note"),
+    "verify.paddlenlp.config": (dict, "paddlenlp_config"),
 }
+_TABLES = {"verify", "verify.paddlenlp"}
+_WANTED = {str: "a string", dict: "a table"}
+
+
+def modular_root() -> Path:
+    """The `modular/` directory beside the `generated` package the checks import."""
+    import generated
+
+    return Path(generated.__file__).resolve().parent.parent / "modular"
+
+
+def spec_path(model: str, modular: Path | None = None) -> Path:
+    return (modular or modular_root()) / model / "model.toml"
+
+
+def default_prefix(model: str) -> str:
+    """`qwen2_moe` -> `Qwen2Moe`; a spec's `verify.prefix` overrides it (`GPTNeoX`)."""
+    return "".join(part[:1].upper() + part[1:] for part in model.split("_"))
+
+
+def _flatten(table: dict, path: str, file: Path) -> dict:
+    out = {}
+    for key, value in table.items():
+        name = f"{path}.{key}" if path else key
+        if name in _TABLES:
+            if not isinstance(value, dict):
+                raise SpecError(f"{file}: [{name}] must be a table")
+            out.update(_flatten(value, name, file))
+        elif name in _KEYS:
+            out[name] = value
+        else:
+            raise SpecError(f"{file}: unknown key '{name}' (known: {', '.join(sorted(_KEYS))})")
+    return out
+
+
+def load_spec(path: Path, model: str) -> ModelSpec:
+    """Read a `model.toml`; every problem is a `SpecError` naming the file (and the line, for TOML syntax)."""
+    if not path.is_file():
+        raise SpecError(
+            f"{path}: no verification spec for model '{model}' (`modbuild new` scaffolds one; format: docs/verify.md)"
+        )
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    fields = {}
+    for key, value in _flatten(data, "", path).items():
+        kind, name = _KEYS[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not dict):
+            raise SpecError(f"{path}: {key} must be {_WANTED.get(kind, 'a number')}, not {value!r}")
+        fields[name] = value
+    if "hf_class" not in fields:
+        raise SpecError(f"{path}: verify.hf_class is required (the transformers class the `hf` check compares with)")
+    fields.setdefault("camel", default_prefix(model))
+    return ModelSpec(model_type=model, **fields)
 
 
 def spec(model: str) -> ModelSpec:
-    try:
-        return SPECS[model]
-    except KeyError:
-        raise KeyError(f"no verification spec for model '{model}' in modbuild/verify/specs.py") from None
+    return load_spec(spec_path(model), model)
 
 
 def generated(model: str) -> tuple[ModuleType, ModuleType]:

@@ -1,0 +1,29 @@
+"""Keep third-party chatter out of the verify output: what a check prints is its own verdict.
+
+PaddleNLP logs every save and load at INFO in colour, transformers warns about generation defaults the
+checks set on purpose, and paddle warns at import about ccache. Their warnings and errors still show.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+THIRD_PARTY = r"(paddle|paddlenlp|transformers|torch|_distutils_hack|setuptools)(\.|$)"
+
+
+def quiet_third_party() -> None:
+    """Third-party Python warnings off; paddlenlp's and transformers' loggers at WARNING, uncoloured off a TTY."""
+    warnings.filterwarnings("ignore", module=THIRD_PARTY)
+    for category in (UserWarning, DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=THIRD_PARTY)
+    from paddlenlp.utils.log import logger as paddlenlp_logger
+
+    paddlenlp_logger.set_level("WARNING")
+    if not sys.stderr.isatty():
+        paddlenlp_logger.handler.setFormatter(logging.Formatter("[%(levelname)s] PaddleNLP: %(message)s"))
+    import transformers
+
+    transformers.logging.set_verbosity_warning()
+    transformers.logging.disable_progress_bar()
