@@ -11,7 +11,19 @@ import libcst as cst
 from modbuild.convert.collect import OutUnit
 from modbuild.toposort import ordered
 
-_RUFF_ARGS = ["--isolated", "--line-length", "119", "--target-version", "py310"]
+# `src = []`: which imports are first-party must not depend on the directory ruff runs in (a `modbuild/` or
+# `paddle/` directory there would change the import blocks, so the bytes of the output).
+_RUFF_ARGS = [
+    "--isolated",
+    "--line-length",
+    "119",
+    "--target-version",
+    "py310",
+    "--config",
+    "src = []",
+    "--config",
+    "lint.isort.known-first-party = ['modbuild', 'generated']",
+]
 
 
 class FormatError(RuntimeError):
