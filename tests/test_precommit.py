@@ -3,7 +3,7 @@
 The hook repository is a snapshot of this tree committed in a temporary git repository: the test sees
 uncommitted changes and does not need this tree to be a git checkout. pre-commit installs it (core
 dependencies only) once per module, into a temporary PRE_COMMIT_HOME. The repository the hooks run in
-is a small copy of this project: modular/ and generated/ for llama and qwen2, and modbuild/.
+is a small copy of this project: modular/ and generated/ for llama and qwen2 (no modbuild/).
 """
 
 import os
