@@ -16,7 +16,7 @@ import paddle
 import torch
 import transformers
 
-from modbuild.verify.paddle_run import greedy, max_abs, max_rel, run
+from modbuild.verify.paddle_run import greedy, is_norm_weight, max_abs, max_rel, run
 from modbuild.verify.record import Record
 from modbuild.verify.specs import TINY, generated, left_padded_batch, spec
 from modbuild.weights import convert_hf_to_paddle
@@ -33,7 +33,7 @@ def hf_model(model: str, **config) -> torch.nn.Module:
     net = cls(hf_config).float().eval()
     with torch.no_grad():
         for name, param in sorted(net.named_parameters()):
-            mean = sp.norm_mean if param.ndim == 1 and "norm" in name else 0.0
+            mean = sp.norm_mean if is_norm_weight(name, param) else 0.0
             param.normal_(mean, 0.2)
     return net
 

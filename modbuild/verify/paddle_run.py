@@ -15,12 +15,29 @@ class Outputs:
     grads: dict[str, np.ndarray]
 
 
+def is_norm_weight(name: str, param) -> bool:
+    """A normalisation layer's scale: a 1-D parameter with "norm" in its name.
+
+    In the eight generated models and their HF and PaddleNLP counterparts these are ``input_layernorm``,
+    ``post_attention_layernorm``, the final ``norm`` and Qwen3's ``q_norm`` / ``k_norm`` weights; "norm" alone
+    selects the same parameters today, the 1-D condition keeps a matrix under a "norm"-named module out. Qwen2's
+    q/k/v biases are 1-D but not norms. Takes paddle or torch parameters (anything with a ``shape``)."""
+    return len(param.shape) == 1 and "norm" in name
+
+
 def randomize(model: paddle.nn.Layer, std: float = 0.2, norm_mean: float = 1.0, seed: int = 0) -> None:
-    """Re-draw every parameter with a large std: at 0.02 a wrong rope_theta moves logits by only 3e-3."""
-    paddle.seed(seed)
+    """Re-draw every parameter ~ N(0, std), norm weights (`is_norm_weight`) ~ N(norm_mean, std).
+
+    The std is large on purpose: at 0.02 a wrong rope_theta moves logits by only 3e-3. `norm_mean` is 1 for
+    ``x * w`` norms and 0 for Gemma's ``x * (1 + w)``. The values come from numpy's generator seeded with `seed`,
+    drawn in sorted parameter-name order: the same weights in every process (each rank of the TP check draws its
+    own full copy), whatever paddle's RNG state, and paddle's RNG is left untouched.
+    """
+    rng = np.random.default_rng(seed)
     for name, param in sorted(model.named_parameters()):
-        mean = norm_mean if param.ndim == 1 and "norm" in name else 0.0
-        param.set_value(paddle.normal(mean, std, param.shape).astype(param.dtype))
+        mean = norm_mean if is_norm_weight(name, param) else 0.0
+        values = rng.normal(mean, std, tuple(param.shape)).astype("float32")
+        param.set_value(paddle.to_tensor(values).astype(param.dtype))
 
 
 def run(model: paddle.nn.Layer, batch: dict[str, np.ndarray], backward: bool = True) -> Outputs:
