@@ -1,4 +1,4 @@
-"""`modbuild convert PATH...`: convert the modular files of any tree, without doit.
+"""`modbuild convert PATH...`: convert the modular files of any tree, without doit; `modbuild new`: a new model.
 
 PATH is a modular file, a model directory, or a whole tree. The layout is read from the tree
 (`modbuild.layout`): this repository's `modular/` + `generated/`, HF transformers' `models/<m>/`, or
@@ -152,12 +152,31 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument(
         "--force", action="store_true", help="overwrite hand-edited, hand-written or other tools' generated files"
     )
+    new = sub.add_parser("new", help="scaffold a model that starts as its parent under a new name")
+    new.add_argument("model", help="the new model's name, e.g. my_llama")
+    new.add_argument("--from", dest="parent", required=True, metavar="PARENT", help="the model it derives from")
+    new.add_argument("--prefix", help="its class prefix (default: from the name, my_llama -> MyLlama)")
+    new.add_argument("--root", default=".", help="the project root holding modular/ and generated/")
     args = parser.parse_args(argv)
     try:
-        return convert_command(args)
+        return convert_command(args) if args.command == "convert" else new_command(args)
     except GraphError as exc:
         print(exc, file=sys.stderr)
         return 1
+
+
+def new_command(args: argparse.Namespace) -> int:
+    from modbuild.scaffold import ScaffoldError, scaffold
+
+    try:
+        written = scaffold(Path(args.root), args.model, args.parent, args.prefix)
+    except ScaffoldError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    print(f"next: doit convert:{args.model} verify --model {args.model}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -58,6 +58,12 @@ def _compiled_with_cuda() -> bool:
     return paddle.is_compiled_with_cuda()
 
 
+def _models_root() -> Path:
+    import generated
+
+    return Path(generated.__file__).resolve().parent.parent
+
+
 def _launch_env(extra_env: Mapping[str, str] | None) -> dict[str, str]:
     # Inherited PADDLE_* / FLAGS_selected_* (e.g. when called from inside another launch) would confuse the launcher.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PADDLE_", "FLAGS_selected_"))}
@@ -66,7 +72,8 @@ def _launch_env(extra_env: Mapping[str, str] | None) -> dict[str, str]:
         # dies with an IndexError selecting devices, so it is removed rather than set to "".
         env.pop("CUDA_VISIBLE_DEVICES", None)
     env.update(
-        PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        # the tree whose `generated` package this process checks, then this checkout
+        PYTHONPATH=os.pathsep.join([str(_models_root()), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         OMP_NUM_THREADS="1",  # two ranks on a 2-core machine
         GLOG_v="0",
         FLAGS_call_stack_level="2",

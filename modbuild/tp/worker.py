@@ -43,8 +43,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":
-    # Run by path, sys.path[0] is this directory; the checkout this file is in must win over any installed copy.
-    sys.path[0] = str(ROOT)
+    # Run by path, sys.path[0] is this directory (modbuild/tp). The launcher's PYTHONPATH says where the models
+    # and this checkout are; it comes before any installed copy.
+    sys.path.pop(0)
 
 import numpy as np
 import paddle

@@ -1,0 +1,99 @@
+"""`modbuild new <m> --from <parent>`: a new model that starts as its parent under a new name.
+
+Writes `modular/<m>/modular_<m>.py` (the config, model and causal-LM classes subclassing the parent's)
+and `modular/<m>/model.toml` (the parent's verification spec: until the model differs from its parent,
+the parent's references are its references), in the manner of HF's `add-new-model-like`. Then
+`doit convert:<m> verify --model <m>` builds and checks it; nothing in modbuild/ changes.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+from modbuild.atomic import atomic_write
+
+MODEL_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+MODULAR = '''\
+"""{camel}: so far {parent_camel} under a new name. Override what differs (see docs/modular.md)."""
+
+from generated.{parent}.configuration_{parent} import {parent_camel}Config
+from generated.{parent}.modeling_{parent} import {parent_camel}ForCausalLM, {parent_camel}Model
+
+
+class {camel}Config({parent_camel}Config):
+    model_type = "{model}"
+
+
+class {camel}Model({parent_camel}Model):
+    pass
+
+
+class {camel}ForCausalLM({parent_camel}ForCausalLM):
+    pass
+'''
+
+
+class ScaffoldError(ValueError):
+    """Why a model cannot be scaffolded; the message names the path at fault."""
+
+
+def camel_case(model: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in model.split("_"))
+
+
+def class_prefix(modeling: Path) -> str:
+    """`Qwen2` from the one `Qwen2ForCausalLM` class a generated modeling file defines."""
+    tree = ast.parse(modeling.read_text(), str(modeling))
+    names = [n.name for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith("ForCausalLM")]
+    if len(names) != 1:
+        raise ScaffoldError(f"{modeling}: expected one *ForCausalLM class to build on, found {len(names)}")
+    return names[0].removesuffix("ForCausalLM")
+
+
+def spec_text(parent_spec: Path, model: str, camel: str, parent: str) -> str:
+    """The parent's model.toml, headed for the new model, with the new class prefix where it is not the default."""
+    lines = [
+        f"# How `doit verify` checks {camel} (format: docs/verify.md). Scaffolded from {parent}'s spec: until",
+        f"# {camel} differs from {parent}, {parent}'s references (HF, PaddleNLP) are its references.",
+    ]
+    body = [line for line in parent_spec.read_text().splitlines() if not re.match(r"\s*prefix\s*=", line)]
+    while body and body[0].startswith("#"):
+        body.pop(0)  # the parent's own heading
+    for line in body:
+        lines.append(line)
+        if line.strip() == "[verify]" and camel != camel_case(model):
+            lines.append(f'prefix = "{camel}"  # the class names: {camel}ForCausalLM, {camel}Config')
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def scaffold(root: Path, model: str, parent: str, camel: str | None = None) -> list[Path]:
+    """Write the new model's modular file and spec under `root/modular/<model>/`; returns the files written."""
+    root = Path(root)
+    if not MODEL_NAME.fullmatch(model):
+        raise ScaffoldError(f"'{model}': a model name is lower case letters, digits and underscores")
+    directory = root / "modular" / model
+    if directory.exists():
+        raise ScaffoldError(f"{directory}: already exists")
+    parent_modular = root / "modular" / parent / f"modular_{parent}.py"
+    parent_modeling = root / "generated" / parent / f"modeling_{parent}.py"
+    parent_spec = root / "modular" / parent / "model.toml"
+    for path in (parent_modular, parent_modeling, parent_spec):
+        if not path.is_file():
+            hint = " (run `doit convert` first)" if path == parent_modeling else ""
+            raise ScaffoldError(f"{path}: missing, so '{parent}' cannot be a parent{hint}")
+    camel = camel or camel_case(model)
+    if not camel.isidentifier() or not camel[:1].isupper():
+        raise ScaffoldError(f"'{camel}': a class prefix is a capitalised identifier")
+    parent_camel = class_prefix(parent_modeling)
+    outputs = {
+        directory / f"modular_{model}.py": MODULAR.format(
+            camel=camel, model=model, parent=parent, parent_camel=parent_camel
+        ),
+        directory / "model.toml": spec_text(parent_spec, model, camel, parent),
+    }
+    for path, text in outputs.items():
+        atomic_write(path, text)
+    return list(outputs)
