@@ -101,8 +101,14 @@ def compare(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record) -> None
 
 def compare_decoding(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record, new_tokens: int = 8) -> None:
     prompt = left_padded_batch(TINY["vocab_size"])["input_ids"][1:2]
+    ids = torch.tensor(prompt)
     expected = net.generate(
-        torch.tensor(prompt), max_new_tokens=new_tokens, do_sample=False, min_new_tokens=new_tokens
+        ids,
+        attention_mask=torch.ones_like(ids),  # an unpadded row, said so (HF warns when it has to guess)
+        pad_token_id=0,
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        min_new_tokens=new_tokens,
     )
     expected = expected[0, prompt.shape[1] :].tolist()
     got = greedy(ours, prompt, new_tokens)
