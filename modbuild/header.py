@@ -21,7 +21,8 @@ def with_header(body: str, sources: list[str]) -> str:
     ]
     if len(sources) > 1:
         lines.append(f"# Parents: {', '.join(sources[1:])}")
-    body = "\n" + body
+    # ruff format's blank lines after a comment: two before a top-level class or function, else one
+    body = ("\n\n" if body.startswith(("class ", "def ", "async def ", "@")) else "\n") + body
     lines.append(f"{HASH_MARK}{content_hash(body)}")
     return "\n".join(lines) + "\n" + body
 

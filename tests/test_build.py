@@ -392,6 +392,21 @@ def test_second_run_waits_for_the_first(built):
     assert executed(result.stdout) == []
 
 
+def test_listing_tasks_neither_waits_nor_locks(built):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(built), "30"], stdout=subprocess.PIPE, text=True, env=doit_env()
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        result = assert_ok(doit(built, "list", timeout=20))
+        assert holder.poll() is None, "the lock holder was meant to outlive `doit list`"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "waiting" not in result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["check", "convert", "render_graph"]
+
+
 def test_sigterm_handler_raises_keyboard_interrupt():
     previous = signal.getsignal(signal.SIGTERM)
     try:

@@ -6,6 +6,7 @@ Regenerate the expected files after a deliberate change with `UPDATE_GOLDEN=1 py
 """
 
 import os
+import subprocess
 
 import pytest
 from golden_tree import CASES, GOLDEN, convert_tree, import_generated, scenario
@@ -50,3 +51,12 @@ def _parents(root, model):
 
     models, _ = load(root / "modular")
     return list(models[model].parents)
+
+
+def test_every_expected_output_is_ruff_formatted():
+    """The header included: a file that opens with a class needs two blank lines after the header's comment."""
+    from modbuild.convert.emit import _RUFF_ARGS, _ruff
+
+    files = sorted(str(p) for p in GOLDEN.glob("*/expected/**/*.py"))
+    result = subprocess.run([_ruff(), "format", "--check", *_RUFF_ARGS, *files], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

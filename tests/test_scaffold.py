@@ -54,6 +54,10 @@ def test_new_model_converts_and_verifies_without_touching_modbuild(project: Path
     assert sorted(records) == ["hf", "modular", "paddlenlp", "tp2"]
     assert all(r["model"] == "my_qwen" and r["passed"] and r["applicable"] for r in records.values()), records
     assert records["hf"]["metrics"]["logits"] > 0  # compared with HF's Qwen2 for real, not skipped
+    assert "INFO" not in result.stderr and "Warning" not in result.stderr, result.stderr[
+        -2000:
+    ]  # no third-party chatter
+    assert "\x1b[" not in result.stdout + result.stderr  # no colour codes off a terminal
     lines = [line for line in result.stdout.splitlines() if " verify my_qwen:" in line]
     assert len(lines) == 4 and all(line.startswith(("[1/4]", "[2/4]", "[3/4]", "[4/4]")) for line in lines), lines
 
