@@ -446,3 +446,17 @@ def test_sigterm_keeps_finished_work(tree):
     assert started[0] in up_to_date(result.stdout), (started, result.stdout, err)
     assert executed(result.stdout), "the SIGTERM came after the run had finished"
     assert executed(assert_ok(doit(tree, "convert")).stdout) == []
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    from modbuild.atomic import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "new.py", "x = 1\n")
+        assert (tmp_path / "new.py").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+        (tmp_path / "new.py").chmod(0o664)
+        atomic_write(tmp_path / "new.py", "x = 2\n")
+        assert (tmp_path / "new.py").stat().st_mode & 0o777 == 0o664  # a replaced file keeps its mode
+    finally:
+        os.umask(umask)
