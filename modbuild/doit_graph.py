@@ -26,7 +26,7 @@ class GraphCommand(Command):
             "long": "output",
             "type": str,
             "default": "",
-            "help": "write the graph to FILE (.dot as text, .svg drawn by graphviz, or matplotlib without it)",
+            "help": "write the graph to FILE (.dot as text, .svg laid out by dot: the system's, else graphviz-pure's)",
         },
         {"name": "root", "long": "root", "type": str, "default": ".", "help": "project root holding modular/"},
     )
