@@ -30,12 +30,16 @@ def draw_svg(graph: nx.DiGraph) -> str:
     width = max((len(layer) for layer in layers), default=1)
     with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "modbuild"}):
         fig, ax = plt.subplots(figsize=(2.5 + 2.4 * len(layers), 1.5 + 1.0 * width))
-        arrow = {"arrowstyle": "-|>", "color": "#555566", "shrinkA": 30, "shrinkB": 42, "mutation_scale": 14}
-        for parent, child in sorted(graph.edges):  # one fixed drawing order: the same graph, the same bytes
-            ax.annotate("", xy=pos[child], xytext=pos[parent], arrowprops=arrow)
         box = {"boxstyle": "round,pad=0.5", "facecolor": "#eef2fb", "edgecolor": "#333355"}
-        for node in sorted(graph.nodes):
-            ax.text(*pos[node], node, ha="center", va="center", fontsize=10, family="sans-serif", bbox=box)
+        labels = {
+            node: ax.text(*pos[node], node, ha="center", va="center", fontsize=10, family="sans-serif", bbox=box)
+            for node in sorted(graph.nodes)
+        }
+        for parent, child in sorted(graph.edges):  # one fixed drawing order: the same graph, the same bytes
+            # clipped to the two boxes, so arrows start and end at their edges whatever the label's width
+            arrow = {"arrowstyle": "-|>", "color": "#555566", "shrinkA": 1, "shrinkB": 1, "mutation_scale": 14}
+            arrow |= {"patchA": labels[parent].get_bbox_patch(), "patchB": labels[child].get_bbox_patch()}
+            ax.annotate("", xy=pos[child], xytext=pos[parent], arrowprops=arrow)
         xs, ys = zip(*pos.values()) if pos else ((0,), (0,))
         ax.set_xlim(min(xs) - 0.3, max(xs) + 0.3)
         ax.set_ylim(min(ys) - 0.5, max(ys) + 0.5)
