@@ -8,6 +8,9 @@ import numpy as np
 import paddle
 import pytest
 
+from modbuild.nn.attention import eager_attention_forward
+from modbuild.nn.masks import causal_mask
+
 ROOT = Path(__file__).resolve().parents[1]
 MODULAR_LLAMA = ROOT / "modular" / "llama" / "modular_llama.py"
 LLAMA3_ROPE = {
@@ -182,10 +185,10 @@ def test_sliding_window_hook(llama):
         attention.sliding_window = ids.shape[1]
     np.testing.assert_allclose(model(ids, return_dict=True).logits.numpy(), full, atol=1e-6)
 
-    mask = model.llama._prepare_attention_mask(None, 1, 6, 0)
+    mask = causal_mask(None, 1, 6, 0)
     query = paddle.randn([1, 6, 4, 16])
     key = paddle.randn([1, 6, 2, 16])
-    _, weights = llama.eager_attention_forward(attentions[0], query, key, key, mask, 0.25, sliding_window=2)
+    _, weights = eager_attention_forward(attentions[0], query, key, key, mask, 0.25, sliding_window=2)
     distance = np.arange(6)[:, None] - np.arange(6)[None, :]
     # Paddle's CPU softmax floors exp() near e^-64, so masked weights are tiny rather than exactly 0.
     assert np.all(weights.numpy()[..., (distance >= 2) | (distance < 0)] < 1e-20)

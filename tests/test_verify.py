@@ -35,7 +35,12 @@ def mutated_qwen2(tmp_path: Path, old: str, new: str, count: int):
 
 MUTATIONS = {
     "qkv-bias-dropped": ("bias=True,", "bias=False,", 3, "qwen2.layers.0.self_attn.q_proj"),
-    "wrong-rope-theta": ("1.0 / (config.rope_theta **", "1.0 / (2 * config.rope_theta **", 1, "qwen2.rotary_emb"),
+    "wrong-rope-frequencies": (
+        'register_buffer("inv_freq", inv_freq,',
+        'register_buffer("inv_freq", inv_freq / 2,',
+        1,
+        "qwen2.rotary_emb",
+    ),
     "wrong-rmsnorm-eps": (
         "Qwen2RMSNorm(config.hidden_size, eps=config.rms_norm_eps)\n        self.post",
         "Qwen2RMSNorm(config.hidden_size, eps=0.1)\n        self.post",

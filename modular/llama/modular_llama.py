@@ -6,32 +6,28 @@ with one ``(key, value)`` pair per layer, each [batch, cached_seq, kv_heads, hea
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import ClassVar
 
 import paddle
-import paddle.nn.functional as F
 from paddle import nn
-from paddle.distributed.fleet.utils import recompute
-from paddlenlp.transformers.activations import ACT2FN
 from paddlenlp.transformers.configuration_utils import PretrainedConfig
-from paddlenlp.transformers.conversion_utils import StateDictNameMapping
 from paddlenlp.transformers.model_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from paddlenlp.transformers.model_utils import PretrainedModel, register_base_model
+from paddlenlp.transformers.model_utils import register_base_model
 
+from modbuild.nn.activations import get_activation
+from modbuild.nn.attention import attention_function
+from modbuild.nn.masks import causal_mask, default_position_ids
 from modbuild.nn.parallel import (
-    DENSE_LAYER_TYPES,
     build_embedding,
     build_linear,
     gather_sequence,
     mark_sequence_parallel,
     scatter_sequence,
-    tensor_parallel_actions,
     tied_logits,
 )
-
-RECOMPUTE_GRANULARITIES = ("full", "full_attn", "core_attn")
+from modbuild.nn.pretrained import DecoderPretrainedModel
+from modbuild.nn.recompute import RECOMPUTE_GRANULARITIES, maybe_recompute
+from modbuild.nn.rope import compute_rope_parameters
 
 
 class LlamaConfig(PretrainedConfig):
@@ -141,50 +137,6 @@ class LlamaRMSNorm(nn.Layer):
         return self.weight * hidden_states.astype(input_dtype)
 
 
-def _compute_default_rope_parameters(config: LlamaConfig) -> tuple[paddle.Tensor, float]:
-    dim = config.head_dim
-    inv_freq = 1.0 / (config.rope_theta ** (paddle.arange(0, dim, 2, dtype="int64").astype("float32") / dim))
-    return inv_freq, 1.0
-
-
-def _compute_linear_scaling_rope_parameters(config: LlamaConfig) -> tuple[paddle.Tensor, float]:
-    inv_freq, attention_factor = _compute_default_rope_parameters(config)
-    return inv_freq / config.rope_scaling["factor"], attention_factor
-
-
-def _compute_llama3_parameters(config: LlamaConfig) -> tuple[paddle.Tensor, float]:
-    inv_freq, attention_factor = _compute_default_rope_parameters(config)
-    scaling = config.rope_scaling
-    factor, low_freq_factor, high_freq_factor = (
-        scaling["factor"],
-        scaling["low_freq_factor"],
-        scaling["high_freq_factor"],
-    )
-    old_context_len = scaling["original_max_position_embeddings"]
-    low_freq_wavelen = old_context_len / low_freq_factor
-    high_freq_wavelen = old_context_len / high_freq_factor
-
-    wavelen = 2 * math.pi / inv_freq
-    # Long wavelengths are slowed by `factor`, short ones kept, and the band between is interpolated.
-    inv_freq_long = paddle.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
-    smooth_factor = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-    smoothed_inv_freq = (1 - smooth_factor) * inv_freq_long / factor + smooth_factor * inv_freq_long
-    is_medium_freq = paddle.logical_and(wavelen >= high_freq_wavelen, wavelen <= low_freq_wavelen)
-    return paddle.where(is_medium_freq, smoothed_inv_freq, inv_freq_long), attention_factor
-
-
-def compute_rope_parameters(config: LlamaConfig) -> tuple[paddle.Tensor, float]:
-    """``(inv_freq, attention_scaling)`` for ``config.rope_scaling["rope_type"]``."""
-    # Built per call, not at import, so that a child's redefinition of an entry is the one used.
-    rope_init_functions = {
-        "default": _compute_default_rope_parameters,
-        "linear": _compute_linear_scaling_rope_parameters,
-        "llama3": _compute_llama3_parameters,
-    }
-    rope_type = (config.rope_scaling or {}).get("rope_type", "default")
-    return rope_init_functions[rope_type](config)
-
-
 class LlamaRotaryEmbedding(nn.Layer):
     def __init__(self, config: LlamaConfig):
         super().__init__()
@@ -215,11 +167,6 @@ def apply_rotary_pos_emb(
     return (q * cos) + (rotate_half(q) * sin), (k * cos) + (rotate_half(k) * sin)
 
 
-def get_activation(name: str) -> Callable[[paddle.Tensor], paddle.Tensor]:
-    """An HF activation by name: paddlenlp's ``ACT2FN`` lacks "gelu_pytorch_tanh" (GeLU, tanh approximation)."""
-    return nn.GELU(approximate=True) if name == "gelu_pytorch_tanh" else ACT2FN[name]
-
-
 class LlamaMLP(nn.Layer):
     def __init__(self, config: LlamaConfig, intermediate_size: int | None = None, plan_prefix: str = "layers.*.mlp"):
         """``intermediate_size`` and the TP plan entries under ``plan_prefix`` default to the dense MLP's; MoE
@@ -234,93 +181,6 @@ class LlamaMLP(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-
-
-def repeat_kv(hidden_states: paddle.Tensor, n_rep: int) -> paddle.Tensor:
-    """[batch, seq, kv_heads, head_dim] -> [batch, seq, kv_heads * n_rep, head_dim]; head i reads kv head i // n_rep."""
-    if n_rep == 1:
-        return hidden_states
-    batch, seq, kv_heads, head_dim = hidden_states.shape
-    hidden_states = hidden_states.unsqueeze(3).expand([batch, seq, kv_heads, n_rep, head_dim])
-    return hidden_states.reshape([batch, seq, kv_heads * n_rep, head_dim])
-
-
-def apply_sliding_window(attention_mask: paddle.Tensor, sliding_window: int) -> paddle.Tensor:
-    """Also mask keys ``sliding_window`` or more positions behind their query (HF: q - k < window)."""
-    q_len, kv_len = attention_mask.shape[-2:]
-    distance = paddle.arange(kv_len - q_len, kv_len).unsqueeze(-1) - paddle.arange(kv_len)
-    return paddle.where(distance < sliding_window, attention_mask, paddle.finfo(attention_mask.dtype).min)
-
-
-def eager_attention_forward(
-    module: nn.Layer,
-    query: paddle.Tensor,
-    key: paddle.Tensor,
-    value: paddle.Tensor,
-    attention_mask: paddle.Tensor,
-    scaling: float,
-    dropout: float = 0.0,
-    sliding_window: int | None = None,
-    **kwargs,
-) -> tuple[paddle.Tensor, paddle.Tensor]:
-    """q [b, q_len, heads, d], k/v [b, kv_len, kv_heads, d], additive fp32 mask [b, 1, q_len, kv_len].
-
-    Returns the output [b, q_len, heads, d] and the attention weights [b, heads, q_len, kv_len].
-    """
-    if sliding_window is not None:
-        attention_mask = apply_sliding_window(attention_mask, sliding_window)
-    key = repeat_kv(key, module.num_key_value_groups).transpose([0, 2, 1, 3])
-    value = repeat_kv(value, module.num_key_value_groups).transpose([0, 2, 1, 3])
-    query = query.transpose([0, 2, 1, 3])
-    attn_weights = paddle.matmul(query, key, transpose_y=True) * scaling
-    attn_weights = F.softmax(attn_weights.astype("float32") + attention_mask, axis=-1).astype(query.dtype)
-    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = paddle.matmul(attn_weights, value).transpose([0, 2, 1, 3])
-    return attn_output, attn_weights
-
-
-def sdpa_attention_forward(
-    module: nn.Layer,
-    query: paddle.Tensor,
-    key: paddle.Tensor,
-    value: paddle.Tensor,
-    attention_mask: paddle.Tensor,
-    scaling: float,
-    dropout: float = 0.0,
-    sliding_window: int | None = None,
-    **kwargs,
-) -> tuple[paddle.Tensor, None]:
-    """Same contract as ``eager_attention_forward`` through paddle's fused SDPA; no weights are returned."""
-    if sliding_window is not None:
-        attention_mask = apply_sliding_window(attention_mask, sliding_window)
-    attn_output = F.scaled_dot_product_attention(
-        query,
-        key,
-        value,
-        attn_mask=attention_mask.astype(query.dtype),
-        dropout_p=dropout,
-        training=module.training,
-        scale=scaling,
-        enable_gqa=True,
-    )
-    return attn_output, None
-
-
-def attention_function(config: LlamaConfig) -> Callable[..., tuple[paddle.Tensor, paddle.Tensor | None]]:
-    """The attention implementation selected by the config."""
-    # Built per call, not at import, so that a child's redefinition of an entry is the one used.
-    attention_functions = {"eager": eager_attention_forward, "sdpa": sdpa_attention_forward}
-    return attention_functions["sdpa" if config.use_flash_attention else "eager"]
-
-
-def maybe_recompute(module: nn.Layer, granularity: str, function: Callable, *args, **kwargs):
-    """Call ``function``; under ``config.recompute`` at this granularity, recompute it in backward instead."""
-    config = module.config
-    if not (config.recompute and module.training and config.recompute_granularity == granularity):
-        return function(*args, **kwargs)
-    # Always non-reentrant: paddle 3.3's reentrant recompute rejects keyword arguments and fails in backward on
-    # the tuple/None arguments and outputs these layers use.
-    return recompute(function, *args, use_reentrant=False, **kwargs)
 
 
 class LlamaAttention(nn.Layer):
@@ -445,12 +305,10 @@ class LlamaDecoderLayer(nn.Layer):
         return residual + hidden_states, present
 
 
-class LlamaPretrainedModel(PretrainedModel):
+class LlamaPretrainedModel(DecoderPretrainedModel):
     config_class = LlamaConfig
     base_model_prefix = "llama"
     _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"rotary_emb\.inv_freq"]
-    # Plan for modules outside the base model; LlamaForCausalLM adds its lm_head.
-    _tp_plan: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def _layer_param_actions(cls, config: LlamaConfig, layer_idx: int) -> dict[str, str | None]:
@@ -463,41 +321,6 @@ class LlamaPretrainedModel(PretrainedModel):
         if config.mlp_bias:
             actions |= {f"mlp.{p}_proj.bias": None for p in ("gate", "up", "down")}
         return actions
-
-    @classmethod
-    def _base_param_actions(cls, config: LlamaConfig) -> dict[str, str | None]:
-        """Every base-model parameter name (no prefix) -> conversion action from HF."""
-        actions = {"embed_tokens.weight": None, "norm.weight": None}
-        for i in range(config.num_hidden_layers):
-            actions |= {f"layers.{i}.{name}": a for name, a in cls._layer_param_actions(config, i).items()}
-        return actions
-
-    @classmethod
-    def _has_lm_head(cls, config: LlamaConfig) -> bool:
-        return config.architectures is None or cls.base_model_class.__name__ not in config.architectures
-
-    @classmethod
-    def _get_name_mappings(cls, config: LlamaConfig) -> list[StateDictNameMapping]:
-        """HF parameter names (``model.``) -> ours (``llama.``), transposing Linear weights."""
-        mappings = [[name, name, action] for name, action in cls._base_param_actions(config).items()]
-        if cls._has_lm_head(config):
-            mappings = [[f"model.{src}", f"{cls.base_model_prefix}.{dst}", a] for src, dst, a in mappings]
-            if not config.tie_word_embeddings:
-                mappings.append(["lm_head.weight", "lm_head.weight", "transpose"])
-        return [StateDictNameMapping(*mapping, index=index) for index, mapping in enumerate(mappings)]
-
-    @classmethod
-    def _get_tensor_parallel_mappings(cls, config: LlamaConfig, is_split: bool = True) -> dict[str, Callable]:
-        names = list(cls._base_param_actions(config))
-        if not config.tie_word_embeddings:
-            names.append("lm_head.weight")
-        plan = {**config.base_model_tp_plan, **cls._tp_plan}
-        return tensor_parallel_actions(plan, names, config, is_split=is_split)
-
-    def _init_weights(self, layer: nn.Layer) -> None:
-        if isinstance(layer, DENSE_LAYER_TYPES):
-            std = self.config.initializer_range
-            layer.weight.set_value(paddle.normal(0.0, std, layer.weight.shape).astype(layer.weight.dtype))
 
 
 @register_base_model
@@ -522,28 +345,6 @@ class LlamaModel(LlamaPretrainedModel):
         """The hidden states entering the first layer (children may scale them, as Gemma does)."""
         return self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
 
-    @staticmethod
-    def _default_position_ids(
-        attention_mask: paddle.Tensor | None, batch_size: int, seq_length: int, past_length: int
-    ) -> paddle.Tensor:
-        """Real tokens count 0, 1, ... from the first unpadded one (left padding as in HF generation)."""
-        if attention_mask is None:
-            return paddle.arange(past_length, past_length + seq_length).expand([batch_size, seq_length])
-        position_ids = (attention_mask.astype("int64").cumsum(-1) - 1).clip(min=0)
-        return position_ids[:, -seq_length:]
-
-    @staticmethod
-    def _prepare_attention_mask(
-        attention_mask: paddle.Tensor | None, batch_size: int, seq_length: int, past_length: int
-    ) -> paddle.Tensor:
-        """2-D padding mask [b, past+seq] (1 = real) -> additive fp32 causal mask [b, 1, seq, past+seq]."""
-        kv_length = past_length + seq_length
-        query_pos = paddle.arange(past_length, kv_length).unsqueeze(-1)
-        allowed = (paddle.arange(kv_length) <= query_pos).expand([batch_size, 1, seq_length, kv_length])
-        if attention_mask is not None:
-            allowed = paddle.logical_and(allowed, attention_mask.astype("bool")[:, None, None, :])
-        return paddle.where(allowed, 0.0, paddle.finfo(paddle.float32).min).astype("float32")
-
     def forward(
         self,
         input_ids: paddle.Tensor | None = None,
@@ -563,8 +364,8 @@ class LlamaModel(LlamaPretrainedModel):
         batch_size, seq_length = inputs_embeds.shape[:2]
         past_length = past_key_values[0][0].shape[1] if past_key_values else 0
         if position_ids is None:
-            position_ids = self._default_position_ids(attention_mask, batch_size, seq_length, past_length)
-        mask = self._prepare_attention_mask(attention_mask, batch_size, seq_length, past_length)
+            position_ids = default_position_ids(attention_mask, batch_size, seq_length, past_length)
+        mask = causal_mask(attention_mask, batch_size, seq_length, past_length)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
 
         hidden_states = scatter_sequence(inputs_embeds, self.config)
@@ -599,15 +400,6 @@ class LlamaForCausalLM(LlamaPretrainedModel):
         if self.config.tie_word_embeddings:
             return tied_logits(hidden_states, self.llama.embed_tokens.weight, self.config)
         return self.lm_head(hidden_states)
-
-    @staticmethod
-    def compute_loss(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
-        """Mean next-token cross entropy: position t predicts labels[t + 1]; label -100 is ignored."""
-        shift_logits = logits[:, :-1].astype("float32").reshape([-1, logits.shape[-1]])
-        shift_labels = labels[:, 1:].reshape([-1])
-        losses = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="none")
-        # Paddle's "mean" divides by all positions; HF averages over the non-ignored ones.
-        return losses.sum() / (shift_labels != -100).sum().astype(losses.dtype)
 
     def forward(
         self,

@@ -19,8 +19,8 @@ from generated.mistral.modeling_mistral import (
     MistralForCausalLM,
     MistralModel,
     MistralPretrainedModel,
-    get_activation,
 )
+from modbuild.nn.activations import get_activation
 from modbuild.nn.moe import moe_causal_lm_forward
 from modbuild.nn.parallel import build_linear
 

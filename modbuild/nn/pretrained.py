@@ -1,0 +1,74 @@
+"""The PaddleNLP base of the generated decoder-only models: HF checkpoint names, tensor-parallel split rules
+derived from the TP plan, weight initialisation and the causal LM loss.
+
+The parameter layout is HF's decoder-only one: ``embed_tokens``, ``layers.N.*``, ``norm`` in the base model
+(``model.`` in HF checkpoints, ``<base_model_prefix>.`` here), and ``lm_head`` unless the embeddings are tied.
+A model lists its decoder layer's parameters in ``_layer_param_actions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+from paddlenlp.transformers.conversion_utils import StateDictNameMapping
+from paddlenlp.transformers.model_utils import PretrainedModel
+
+from modbuild.nn.parallel import DENSE_LAYER_TYPES, tensor_parallel_actions
+
+
+class DecoderPretrainedModel(PretrainedModel):
+    # Plan for modules outside the base model (a causal LM adds its lm_head).
+    _tp_plan: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def _layer_param_actions(cls, config, layer_idx: int) -> dict[str, str | None]:
+        """Decoder layer ``layer_idx``'s parameters (HF names after ``layers.N.``) -> conversion action from HF."""
+        raise NotImplementedError
+
+    @classmethod
+    def _base_param_actions(cls, config) -> dict[str, str | None]:
+        """Every base-model parameter name (no prefix) -> conversion action from HF."""
+        actions = {"embed_tokens.weight": None, "norm.weight": None}
+        for i in range(config.num_hidden_layers):
+            actions |= {f"layers.{i}.{name}": a for name, a in cls._layer_param_actions(config, i).items()}
+        return actions
+
+    @classmethod
+    def _has_lm_head(cls, config) -> bool:
+        return config.architectures is None or cls.base_model_class.__name__ not in config.architectures
+
+    @classmethod
+    def _get_name_mappings(cls, config) -> list[StateDictNameMapping]:
+        """HF parameter names (``model.``) -> ours (``<base_model_prefix>.``), transposing Linear weights."""
+        mappings = [[name, name, action] for name, action in cls._base_param_actions(config).items()]
+        if cls._has_lm_head(config):
+            mappings = [[f"model.{src}", f"{cls.base_model_prefix}.{dst}", a] for src, dst, a in mappings]
+            if not config.tie_word_embeddings:
+                mappings.append(["lm_head.weight", "lm_head.weight", "transpose"])
+        return [StateDictNameMapping(*mapping, index=index) for index, mapping in enumerate(mappings)]
+
+    @classmethod
+    def _get_tensor_parallel_mappings(cls, config, is_split: bool = True) -> dict[str, Callable]:
+        names = list(cls._base_param_actions(config))
+        if not config.tie_word_embeddings:
+            names.append("lm_head.weight")
+        plan = {**config.base_model_tp_plan, **cls._tp_plan}
+        return tensor_parallel_actions(plan, names, config, is_split=is_split)
+
+    def _init_weights(self, layer: nn.Layer) -> None:
+        if isinstance(layer, DENSE_LAYER_TYPES):
+            std = self.config.initializer_range
+            layer.weight.set_value(paddle.normal(0.0, std, layer.weight.shape).astype(layer.weight.dtype))
+
+    @staticmethod
+    def compute_loss(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
+        """Mean next-token cross entropy: position t predicts labels[t + 1]; label -100 is ignored."""
+        shift_logits = logits[:, :-1].astype("float32").reshape([-1, logits.shape[-1]])
+        shift_labels = labels[:, 1:].reshape([-1])
+        losses = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="none")
+        # Paddle's "mean" divides by all positions; HF averages over the non-ignored ones.
+        return losses.sum() / (shift_labels != -100).sum().astype(losses.dtype)
