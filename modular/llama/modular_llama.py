@@ -1,4 +1,4 @@
-"""Llama in PaddlePaddle, written HF-style: the root modular file that the other models inherit from.
+"""Llama in PaddlePaddle, written HF-style.
 
 Layouts: hidden states [batch, seq, hidden]; attention q/k/v [batch, seq, heads, head_dim]; the KV cache is a tuple
 with one ``(key, value)`` pair per layer, each [batch, cached_seq, kv_heads, head_dim] after RoPE.
@@ -169,8 +169,8 @@ def apply_rotary_pos_emb(
 
 class LlamaMLP(nn.Layer):
     def __init__(self, config: LlamaConfig, intermediate_size: int | None = None, plan_prefix: str = "layers.*.mlp"):
-        """``intermediate_size`` and the TP plan entries under ``plan_prefix`` default to the dense MLP's; MoE
-        children build their experts with their own (``"layers.*.mlp.experts.*"``)."""
+        """``intermediate_size`` and the TP plan entries under ``plan_prefix`` default to the dense MLP's; an MoE
+        expert passes its own (``"layers.*.mlp.experts.*"``)."""
         super().__init__()
         plan = config.base_model_tp_plan
         hidden, inter, bias = config.hidden_size, intermediate_size or config.intermediate_size, config.mlp_bias
@@ -197,11 +197,10 @@ class LlamaAttention(nn.Layer):
         self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = config.attention_dropout
-        # Children with local attention (Mistral, Qwen2) set a window per layer_idx.
+        # Keys this many or more positions behind their query are masked; None: full attention.
         self.sliding_window = None
 
         plan, bias = config.base_model_tp_plan, config.attention_bias
-        # Sizes are spelled out per projection (no shared locals), so a child can rebuild any one of them.
         q_dim = config.num_attention_heads * self.head_dim
         self.q_proj = build_linear(config.hidden_size, q_dim, config, plan.get("layers.*.self_attn.q_proj"), bias)
         self.k_proj = build_linear(
@@ -223,7 +222,7 @@ class LlamaAttention(nn.Layer):
     def project_qkv(
         self, hidden_states: paddle.Tensor, hidden_shape: list[int]
     ) -> tuple[paddle.Tensor, paddle.Tensor, paddle.Tensor]:
-        """Per-head q, k, v [batch, seq, heads, head_dim], before RoPE (children normalise q/k heads here)."""
+        """Per-head q, k, v [batch, seq, heads, head_dim], before RoPE."""
         return (
             self.q_proj(hidden_states).reshape(hidden_shape),
             self.k_proj(hidden_states).reshape(hidden_shape),
@@ -342,7 +341,7 @@ class LlamaModel(LlamaPretrainedModel):
         self.embed_tokens = value
 
     def input_embeddings(self, input_ids: paddle.Tensor | None, inputs_embeds: paddle.Tensor | None) -> paddle.Tensor:
-        """The hidden states entering the first layer (children may scale them, as Gemma does)."""
+        """The hidden states entering the first layer."""
         return self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
 
     def forward(

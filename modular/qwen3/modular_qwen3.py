@@ -23,7 +23,7 @@ class Qwen3Config(Qwen2Config):
 class Qwen3Attention(Qwen2Attention):
     def __init__(self, config: Qwen3Config, layer_idx: int):
         super().__init__(config, layer_idx)
-        # Biases follow `attention_bias` (Llama's rule) instead of Qwen2's fixed q/k/v biases.
+        # q/k/v biases follow `attention_bias`, as in Llama (Qwen2 always has them).
         self.q_proj = build_linear(
             config.hidden_size,
             config.num_attention_heads * self.head_dim,
@@ -62,7 +62,7 @@ class Qwen3PretrainedModel(Qwen2PretrainedModel):
     @classmethod
     def _layer_param_actions(cls, config: Qwen3Config, layer_idx: int) -> dict[str, str | None]:
         actions = super()._layer_param_actions(config, layer_idx)
-        if not config.attention_bias:  # drop Qwen2's q/k/v biases
+        if not config.attention_bias:  # no q/k/v biases
             actions = {n: a for n, a in actions.items() if not (n.startswith("self_attn.") and n.endswith(".bias"))}
         return actions | {"self_attn.q_norm.weight": None, "self_attn.k_norm.weight": None}
 

@@ -80,7 +80,7 @@ class Qwen3MoePretrainedModel(Qwen2MoePretrainedModel):
     @classmethod
     def _layer_param_actions(cls, config: Qwen3MoeConfig, layer_idx: int) -> dict[str, str | None]:
         actions = super()._layer_param_actions(config, layer_idx)
-        # Qwen3's attention: biases follow `attention_bias`, and q/k are normalised per head.
+        # The attention's biases follow `attention_bias`, and q/k are normalised per head.
         actions = {n: a for n, a in actions.items() if not (n.startswith("self_attn.") and n.endswith(".bias"))}
         if config.attention_bias:
             actions |= {f"self_attn.{p}_proj.bias": None for p in "qkvo"}
