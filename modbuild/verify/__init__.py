@@ -9,7 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from modbuild.verify.record import Record
+from modbuild.verify.record import Record, first_line
 
 CHECKS = ("modular", "hf", "paddlenlp", "tp2")
 
@@ -69,7 +69,7 @@ def _trace(record: Record, model: str, check: str, modeling=None) -> None:
     try:
         record.trace = first_divergence(model, check, modeling)
     except Exception as exc:  # the check's own verdict stands; say why there is no trace
-        record.notes.append(f"no layer trace: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}")
+        record.notes.append(f"no layer trace: {first_line(exc)}")
 
 
 def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | None = None, trace: bool = False) -> bool:

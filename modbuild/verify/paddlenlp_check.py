@@ -7,7 +7,7 @@ import paddle
 import paddlenlp.transformers as reference_models
 
 from modbuild.verify.paddle_run import max_abs, randomize
-from modbuild.verify.record import Record
+from modbuild.verify.record import Record, first_line
 from modbuild.verify.specs import TINY, generated, left_padded_batch, spec
 
 BOUNDS = {"logits": 1e-5, "missing_keys": 0.0}
@@ -89,9 +89,7 @@ def check_paddlenlp(model: str) -> Record:
         theirs = _logits(reference, batch)
     except Exception as exc:  # the reference itself is broken here: nothing to compare against, said so
         record.bounds = {}
-        record.notes.append(
-            f"PaddleNLP's {sp.paddlenlp_class} fails on this machine: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
-        )
+        record.notes.append(f"PaddleNLP's {sp.paddlenlp_class} fails on this machine: {first_line(exc)}")
         return record
     record.metrics["logits"] = max_abs(_logits(ours, batch)[real], theirs[real])
     return record

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import asdict, dataclass, field
+
+
+def first_line(exc: BaseException, width: int = 160) -> str:
+    """`Type: message`, its first line, shortened at a word boundary: for notes and one-line verdicts."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return textwrap.shorten(f"{type(exc).__name__}: {text}", width, placeholder=" ...")
 
 
 @dataclass
