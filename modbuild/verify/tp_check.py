@@ -26,6 +26,8 @@ def record_from(model: str, result: dict) -> Record:
         "grads_rel": result["grad_max_rel"],
     }
     record.notes.append(f"largest gradient error in {result.get('worst_param')}")
+    if "exit_after_result" in result:
+        record.notes.append(f"the launch exited with {result['exit_after_result']} after writing its result")
     return record
 
 
