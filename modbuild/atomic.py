@@ -16,7 +16,7 @@ def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, _mode(path))  # mkstemp makes the file private (0600); the result is an ordinary file
+        os.fchmod(fd, file_mode(path))  # mkstemp makes the file private (0600); the result is an ordinary file
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()
@@ -27,7 +27,7 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def _mode(path: Path) -> int:
+def file_mode(path: Path) -> int:
     """The replaced file's permissions, or what `open()` would give a new file (0666 less the umask)."""
     try:
         return path.stat().st_mode & 0o777
@@ -49,6 +49,7 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
+        tmp.chmod(file_mode(path) | 0o111 & (file_mode(path) >> 2))  # mkdtemp's 0700 -> a directory's usual mode
         yield tmp
         _fsync_directory(tmp)
         if path.exists():

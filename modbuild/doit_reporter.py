@@ -19,7 +19,14 @@ from doit.exceptions import TaskFailed, UnmetDependency
 from doit.reporter import ConsoleReporter
 
 # record metric -> label; the other metrics (missing parameters, decode mismatches) show only when they fail
-SHOWN = {"logits": "logits", "loss": "loss", "grads": "grads", "grads_rel": "grads", "state_dict": None}
+SHOWN = {
+    "logits": "logits",
+    "logits_rel": "logits (relative)",
+    "loss": "loss",
+    "grads": "grads",
+    "grads_rel": "grads",
+    "perplexity_rel": "perplexity (relative)",
+}
 
 
 def _number(value: float) -> str:

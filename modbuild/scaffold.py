@@ -59,7 +59,13 @@ def spec_text(parent_spec: Path, model: str, camel: str, parent: str) -> str:
         f"# How `doit verify` checks {camel} (format: docs/verify.md). Scaffolded from {parent}'s spec: until",
         f"# {camel} differs from {parent}, {parent}'s references (HF, PaddleNLP) are its references.",
     ]
-    body = [line for line in parent_spec.read_text().splitlines() if not re.match(r"\s*prefix\s*=", line)]
+    body, table = [], ""
+    for line in parent_spec.read_text().splitlines():
+        if header := re.match(r"\s*\[([^\]]+)\]", line):
+            table = header.group(1).strip()
+        # the parent's real checkpoint is the parent's: it is fetched and checked under the parent's name
+        if table != "verify.real" and not re.match(r"\s*prefix\s*=", line):
+            body.append(line)
     while body and body[0].startswith("#"):
         body.pop(0)  # the parent's own heading
     for line in body:

