@@ -168,6 +168,7 @@ def _speed(rows: list[dict], settings: dict) -> list[str]:
         ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    contended = False
     for r in rows:
         for side in ("hf", "paddle"):
             s = r["frameworks"][side]
@@ -179,6 +180,9 @@ def _speed(rows: list[dict], settings: dict) -> list[str]:
             )
             runs = ", ".join(f"{x:.1f}" for x in t.get("fwd_bwd_all_s", []))
             cpu = "-" if t.get("cpu_per_wall") is None else f"{t['cpu_per_wall']:.2f}"
+            if t.get("cpu_per_wall") is not None and t["cpu_per_wall"] < 0.9 * settings["threads"]:
+                cpu += " (shared)"
+                contended = True
             agree = r["decode_tokens_agree"]
             tokens = "-" if agree is None else f"{agree}/{len(t.get('tokens', []))} same as HF"
             out.append(
@@ -186,6 +190,14 @@ def _speed(rows: list[dict], settings: dict) -> list[str]:
                 f"| {_ms(t.get('per_token_s'))} | {_gib(s)} | {_s(s['wall_s'])} ({setup}) "
                 f"| {tokens if side == 'paddle' else '-'} |"
             )
+    if contended:
+        out += [
+            "",
+            "**(shared)**: during those passes the process got less than 90% of its threads' CPU time, most likely",
+            "because another process was running on the same cores (or the pass waited on memory or disk): that row's",
+            "times are upper bounds, not the framework's speed. Compare rows only where neither is marked, and rerun",
+            "on an idle machine for a clean comparison. The precision figures do not depend on it.",
+        ]
     return [*out, ""]
 
 
