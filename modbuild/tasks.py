@@ -276,6 +276,30 @@ def weights_tasks(project: Project):
         }
 
 
+def run_precision(root: str, sizes: str) -> bool:
+    from modbuild.precision import run_precision as run  # paddle and torch, in subprocesses
+
+    return run(Path(root), [size for size in sizes.split(",") if size])
+
+
+def precision_task(project: Project) -> dict:
+    """Not a default task: about 15 minutes and 15 GiB per process at the real sizes."""
+    sources = [Path(__file__).parent / "precision", Path(__file__).parent / "weights"]
+    deps = sorted(str(p) for folder in sources for p in folder.glob("*.py"))
+    deps += [str(p) for p in project.outputs("qwen2") if p.suffix == ".py"]
+    return {
+        "actions": [(run_precision, [str(project.root)])],
+        "params": [
+            {"name": "sizes", "long": "sizes", "type": str, "default": "0.5b,1.5b", "help": "0.5b, 1.5b, tiny"}
+        ],
+        "file_dep": deps,
+        "task_dep": ["convert:qwen2"],
+        "targets": [str(project.root / "reports" / "precision.md"), str(project.root / "reports" / "precision.json")],
+        "verbosity": 2,
+        "doc": "the seed's precision table at Qwen2-0.5B/1.5B real sizes against HF: reports/precision.md",
+    }
+
+
 def doit_config(project: Project, verify: bool = True) -> dict:
     """DOIT_CONFIG for a tree's dodo.py. Parses the modular files first, so that a syntax error or an import
     cycle is one line from doit (InvalidDodoFile), not a traceback."""
