@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from modbuild.verify.record import Record
@@ -98,25 +99,69 @@ def fill_steps(record: Record, mine: Run, ref: Run) -> list[dict[str, float]]:
     return diffs
 
 
-def check_train(model: str, root: Path | None = None, cfg: TrainConfig | None = None, paddle_cfg=None) -> Record:
-    """`cfg` for both sides; `paddle_cfg` (the mutation tests) for ours only. With `root`, the curves and the plot
-    go to reports/train/."""
-    from modbuild.verify.hf_check import hf_model, load_converted
-    from modbuild.verify.quiet import quiet_third_party
-    from modbuild.verify.train_loop import batches, train_paddle, train_torch
+@dataclass
+class Reference:
+    """HF's side of a `train` check, run once: the converted checkpoint our model loads, the data, HF's run."""
 
-    quiet_third_party()
-    cfg = cfg or TrainConfig()
-    paddle_cfg = paddle_cfg or cfg
-    record = Record(model, "train", bounds=dict(TRAIN_BOUNDS))
+    model: str
+    workdir: Path
+    data: list
+    theirs: Run
+
+    def load_ours(self):
+        from modbuild.verify.specs import generated, spec
+
+        modeling = generated(self.model)[0]
+        cls = getattr(modeling, f"{spec(self.model).camel}ForCausalLM")
+        return cls.from_pretrained(self.workdir / "paddle", dtype="float32")
+
+
+def hf_reference(model: str, workdir: Path, cfg: TrainConfig) -> Reference:
+    """Build HF's model (the `hf` check's weights, dropout off), convert its checkpoint into `workdir`, train it."""
+    from modbuild.verify.hf_check import hf_model
+    from modbuild.verify.train_loop import batches, train_torch
+    from modbuild.weights import convert_hf_to_paddle
+
     net = hf_model(model, **train_config_overrides(model))
-    with tempfile.TemporaryDirectory() as tmp:
-        ours = load_converted(net, model, Path(tmp))
+    net.save_pretrained(workdir / "hf", safe_serialization=True)
+    convert_hf_to_paddle(workdir / "hf", workdir / "paddle", model=model)
     data = batches(cfg, net.config.vocab_size)
     with hf_moe_aux_loss_on_cpu():
         theirs = train_torch(net, data, cfg)
-    mine = train_paddle(ours, data, paddle_cfg)
+    return Reference(model, workdir, data, theirs)
 
+
+def check_train(
+    model: str,
+    root: Path | None = None,
+    cfg: TrainConfig | None = None,
+    paddle_cfg: TrainConfig | None = None,
+    reference: Reference | None = None,
+) -> Record:
+    """`cfg` for both sides; `paddle_cfg` (the mutation tests) for ours only; `reference`, HF's side already run
+    with `cfg` (the tests share one). With `root`, the curves and the plot go to reports/train/."""
+    from modbuild.verify.quiet import quiet_third_party
+
+    quiet_third_party()
+    cfg = cfg or TrainConfig()
+    if reference is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            reference = hf_reference(model, Path(tmp), cfg)
+            ours = reference.load_ours()
+    else:
+        ours = reference.load_ours()
+    return compare_training(model, ours, reference, paddle_cfg or cfg, root)
+
+
+def compare_training(model: str, ours, reference: Reference, cfg: TrainConfig, root: Path | None) -> Record:
+    from modbuild.verify.train_loop import train_paddle
+
+    record = Record(model, "train", bounds=dict(TRAIN_BOUNDS))
+    if is_moe(ours.config) and not ours.config.output_router_logits:
+        record.error = "the converted MoE config lost output_router_logits: the aux loss would be on HF's side only"
+        return record
+    theirs = reference.theirs
+    mine = train_paddle(ours, reference.data, cfg)
     fill_steps(record, mine, theirs)
     worst, worst_name, missing = param_diffs(ours, theirs, mine)
     record.metrics["params"] = worst
@@ -127,7 +172,9 @@ def check_train(model: str, root: Path | None = None, cfg: TrainConfig | None = 
     mismatch = decay_mismatch(ours, theirs, mine)
     record.metrics["decay_mismatch"] = float(len(mismatch))
     if mismatch:
-        record.notes.append(f"weight decay differs (decayed on one side only): {', '.join(mismatch[:4])}")
+        record.notes.append(
+            f"weight decay differs: {len(mismatch)} parameters decayed on one side only ({', '.join(mismatch[:3])} ...)"
+        )
     if root is not None:
         save_curves(root, model, "train", {"HF (torch)": theirs.curves(), "ours (paddle)": mine.curves()})
     return record

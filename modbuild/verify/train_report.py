@@ -34,7 +34,7 @@ def plot(path: Path, title: str, runs: dict[str, dict]) -> None:
         diff = [abs(a - b) / abs(b) if b else abs(a - b) for a, b in zip(loss, ref)]
         bottom.semilogy(steps[: len(diff)], [max(d, 1e-12) for d in diff], marker=".", label=f"{name} vs {names[0]}")
     bottom.axhline(1e-4, color="red", linewidth=0.8, linestyle="--", label="bound 1e-4")
-    bottom.set_ylabel("relative loss difference")
+    bottom.set_ylabel("relative loss difference\n(0 drawn at 1e-12)")
     bottom.set_xlabel("step")
     bottom.legend(fontsize="small")
     fig.tight_layout()
