@@ -27,7 +27,7 @@ def verify_subtasks() -> list[str]:
 def timed(n: int, tasks: list[str]) -> tuple[float, int]:
     subprocess.run(["doit", "forget", "verify"], cwd=ROOT, check=True, capture_output=True)
     start = time.perf_counter()
-    done = subprocess.run(["doit", "-n", str(n), *tasks], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(["doit", "-n", str(n), *tasks], check=False, cwd=ROOT, capture_output=True, text=True)
     return time.perf_counter() - start, done.returncode
 
 
@@ -35,7 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=2, help="doit workers")
     args = parser.parse_args()
-    subprocess.run(["doit", "convert"], cwd=ROOT, check=True, capture_output=True)
+    # converted models and the real checkpoint first: neither run should pay for them
+    subprocess.run(["doit", "convert", "weights"], cwd=ROOT, check=True, capture_output=True)
     others = [t for t in verify_subtasks() if not t.endswith((":train", ":train-tp2"))]
     without, rc_without = timed(args.n, others)
     with_train, rc_with = timed(args.n, ["verify"])
