@@ -376,7 +376,7 @@ def train_worker(model_name: str, sequence_parallel: bool = True) -> dict:
     result = {"model": model_name, "gloo_shim": shim, "reference": ref_run.curves(), "cases": cases}
     if moe:
         result["sp_skipped"] = (
-            "the router aux loss averages over the tokens a rank holds, which sequence parallelism splits"
+            "under SP a rank's router logits cover only its slice of the tokens; the aux loss would need a gather"
         )
     return result
 
