@@ -26,6 +26,9 @@ SHOWN = {
     "grads": "grads",
     "grads_rel": "grads",
     "perplexity_rel": "perplexity (relative)",
+    "lr": "lr",  # the train checks: worst per-step differences, then the final parameters'
+    "grad_norm": "grad-norm",
+    "params": "params",
 }
 
 

@@ -1,7 +1,7 @@
 """`modbuild new <m> --from <parent>` and the model specs (`modular/<m>/model.toml`) it writes.
 
 The end-to-end test scaffolds a model in a copy of this project (llama and qwen2 only, no modbuild/) and runs
-`doit convert:<m> verify --model <m>` there: a new model converts and passes all four checks without any
+`doit convert:<m> verify --model <m>` there: a new model converts and passes all six checks without any
 edit to the tool.
 """
 
@@ -51,7 +51,7 @@ def test_new_model_converts_and_verifies_without_touching_modbuild(project: Path
     code = modeling.split('"""', 2)[2]  # after the docstring, which says where the model came from
     assert "class MyQwenForCausalLM(MyQwenPretrainedModel):" in code and "Qwen2" not in code
     records = {r["check"]: r for r in json.loads((project / "reports" / "verify.json").read_text())["records"]}
-    assert sorted(records) == ["hf", "modular", "paddlenlp", "tp2"]
+    assert sorted(records) == ["hf", "modular", "paddlenlp", "tp2", "train", "train-tp2"]
     assert all(r["model"] == "my_qwen" and r["passed"] and r["applicable"] for r in records.values()), records
     assert records["hf"]["metrics"]["logits"] > 0  # compared with HF's Qwen2 for real, not skipped
     assert "INFO" not in result.stderr and "Warning" not in result.stderr, result.stderr[
@@ -59,7 +59,7 @@ def test_new_model_converts_and_verifies_without_touching_modbuild(project: Path
     ]  # no third-party chatter
     assert "\x1b[" not in result.stdout + result.stderr  # no colour codes off a terminal
     lines = [line for line in result.stdout.splitlines() if " verify my_qwen:" in line]
-    assert len(lines) == 4 and all(line.startswith(("[1/4]", "[2/4]", "[3/4]", "[4/4]")) for line in lines), lines
+    assert [line[: line.index("]") + 1] for line in lines] == [f"[{k}/6]" for k in range(1, 7)], lines
 
 
 def test_new_model_spec_keeps_parent_references_and_a_chosen_prefix(project: Path):

@@ -198,6 +198,13 @@ def run_tp2(
     return _launch(args, timeout, extra_env)
 
 
+def run_train_tp2(model: str, timeout: float = 300, extra_env: Mapping[str, str] | None = None) -> dict:
+    """The worker's train mode: 20 training steps of ``generated.<model>`` at TP=1 and TP=2 (and TP=2 with
+    sequence parallelism where supported), one launch. Returns ``{"reference": curves, "cases": [...]}``; the
+    ``train-tp2`` record (``modbuild/verify/train_check.py``) applies the bounds."""
+    return _launch(["--model", model, "--worker-mode", "train"], timeout, extra_env)
+
+
 def run_tp2_cases(
     cases: Iterable[str | Case], timeout: float = 300, extra_env: Mapping[str, str] | None = None
 ) -> dict:

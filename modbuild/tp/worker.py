@@ -258,6 +258,129 @@ def collectives_selftest(group) -> dict[str, float]:
     return out
 
 
+def _tp_loss(group, vocab_size: int):
+    """The loss the train mode optimises, the same at TP=1 and TP=2: logits (gathered when vocab-sharded), the
+    model's plain ``compute_loss`` and, on an MoE model, ``router_aux_loss_coef`` x the aux loss."""
+    from paddle.distributed.fleet.layers.mpu import mp_ops
+
+    def loss_fn(model, ids):
+        out = model(paddle.to_tensor(ids), return_dict=True)
+        logits = out.logits
+        if group is not None and logits.shape[-1] != vocab_size:
+            logits = mp_ops._c_concat(logits, group=group)
+        loss = model.compute_loss(logits, paddle.to_tensor(ids))
+        if getattr(out, "aux_loss", None) is not None:
+            loss = loss + model.config.router_aux_loss_coef * out.aux_loss
+        return loss
+
+    return loss_fn
+
+
+def _full_params(model, reference_shapes: dict[str, list[int]], group) -> dict[str, np.ndarray]:
+    out = {}
+    for name, param in model.named_parameters():
+        axis = _split_axis(list(param.shape), reference_shapes[name])
+        out[name] = param.numpy() if axis is None else _gather(param, group, axis)
+    return out
+
+
+def _global_norm(reference_shapes: dict[str, list[int]], group):
+    """The global gradient norm of the full (unsplit) model, in float64: split parameters' squared norms summed
+    over the model-parallel group (one all-reduce), replicated ones counted once."""
+
+    def norm(model) -> float:
+        split = replicated = 0.0
+        for name, param in model.named_parameters():
+            if param.grad is None:
+                continue
+            square = float(np.square(param.grad.numpy().astype("float64")).sum())
+            if _split_axis(list(param.shape), reference_shapes[name]) is None:
+                replicated += square
+            else:
+                split += square
+        total = paddle.to_tensor([split], dtype="float64")
+        dist.all_reduce(total, group=group)
+        return float(np.sqrt(float(total.numpy()[0]) + replicated))
+
+    return norm
+
+
+def train_worker(model_name: str, sequence_parallel: bool = True) -> dict:
+    """The train mode: `train_loop.train_paddle`'s 20 steps at TP=1 and at TP=2 (and TP=2 with sequence
+    parallelism), the same weights, data and optimizer; the TP optimizer is fleet's hybrid-parallel one, whose
+    global-norm clip sums the squared norms of split parameters over the model-parallel group."""
+    from paddle.distributed import fleet
+    from paddle.distributed.fleet.utils.sequence_parallel_utils import register_sequence_parallel_allreduce_hooks
+
+    from modbuild.verify.paddle_run import max_rel
+    from modbuild.verify.train_check import train_config_overrides
+    from modbuild.verify.train_loop import TrainConfig, batches, train_paddle
+
+    shim = gloo_shim.install()
+    hcg = _init_fleet()
+    group = hcg.get_model_parallel_group()
+    cfg = TrainConfig()
+    model_cls = _model_class(model_name)
+    config_cls = model_cls.config_class
+    kwargs = {**TINY, **spec(model_name).config, **train_config_overrides(model_name)}
+    data = batches(cfg, TINY["vocab_size"])
+
+    paddle.seed(SEED)
+    reference = model_cls(config_cls(**kwargs))
+    randomize(reference, norm_mean=spec(model_name).norm_mean)
+    full_state = {name: tensor.numpy() for name, tensor in reference.state_dict().items()}
+    shapes = {name: list(p.shape) for name, p in reference.named_parameters()}
+    ref_run = train_paddle(reference, data, cfg, loss_fn=_tp_loss(None, TINY["vocab_size"]))
+
+    cases = []
+    moe = "output_router_logits" in kwargs
+    for sp in (False, True) if sequence_parallel and not moe else (False,):
+        paddle.seed(SEED)
+        tp_config = config_cls(
+            **kwargs,
+            tensor_parallel_degree=TP_DEGREE,
+            tensor_parallel_rank=hcg.get_model_parallel_rank(),
+            sequence_parallel=sp,
+        )
+        model = model_cls(tp_config)
+        actions = model_cls.get_tensor_parallel_convert_actions(tp_config, list(full_state), is_split=True)
+        split = _load_split(model, full_state, actions)
+        if sp:
+            register_sequence_parallel_allreduce_hooks(
+                model, accumulation_steps=cfg.accumulation, fuse_sequence_parallel_allreduce=False
+            )
+        run = train_paddle(
+            model,
+            data,
+            cfg,
+            loss_fn=_tp_loss(group, TINY["vocab_size"]),
+            wrap_optimizer=fleet.distributed_optimizer,
+            norm_fn=_global_norm(shapes, group),
+        )
+        params = _full_params(model, shapes, group)
+        worst, params_max_rel = None, 0.0
+        for name, value in params.items():
+            diff = max_rel(value, ref_run.params[name])
+            if worst is None or diff > params_max_rel:
+                worst, params_max_rel = name, diff
+        cases.append(
+            {
+                "sequence_parallel": sp,
+                "curves": run.curves(),
+                "params_max_rel": params_max_rel,
+                "worst_param": worst,
+                "split_params": split,
+                "seconds": run.seconds,
+            }
+        )
+    result = {"model": model_name, "gloo_shim": shim, "reference": ref_run.curves(), "cases": cases}
+    if moe:
+        result["sp_skipped"] = (
+            "under SP a rank's router logits cover only its slice of the tokens; the aux loss would need a gather"
+        )
+    return result
+
+
 def worker(cases: list[Case]) -> dict:
     """Each rank's part: collectives self-test, every case, SP on/off cross-comparison. Same result on all ranks."""
     shim = gloo_shim.install()
@@ -290,7 +413,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequence-parallel", action="store_true", help="with --model")
     parser.add_argument("--tied", action="store_true", help="with --model: tie_word_embeddings=True")
     parser.add_argument("--out", required=True, help="JSON written by rank 0")
+    # not --train: paddle's launcher reads that as an abbreviation of its own --trainers
+    parser.add_argument(
+        "--worker-mode", choices=("check", "train"), default="check", help="train: the train-tp2 check"
+    )
     args = parser.parse_args(argv)
+    if args.worker_mode == "train":
+        if not args.model:
+            parser.error("--worker-mode train needs --model")
+        report = train_worker(args.model)
+        if dist.get_rank() == 0:
+            atomic_write(Path(args.out), json.dumps(report, indent=1))
+        dist.barrier()
+        return 0
     if args.model:
         cases = [Case(args.model, tied=args.tied, sequence_parallel=args.sequence_parallel)]
     else:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from modbuild.verify.record import Record, first_line
 
-CHECKS = ("modular", "hf", "paddlenlp", "tp2")  # every model; `real` too for a model with real weights
+# every model; `real` too for a model with real weights
+CHECKS = ("modular", "hf", "paddlenlp", "tp2", "train", "train-tp2")
+TRAIN_CHECKS = ("train", "train-tp2")  # also written to reports/train.md, with loss plots in reports/train/
 
 
 def _run(root: Path | None, model: str, check: str, modeling=None) -> Record:
@@ -33,6 +35,14 @@ def _run(root: Path | None, model: str, check: str, modeling=None) -> Record:
         from modbuild.verify.tp_check import check_tp2
 
         return check_tp2(model)
+    if check == "train":
+        from modbuild.verify.train_check import check_train
+
+        return check_train(model, root)
+    if check == "train-tp2":
+        from modbuild.verify.train_check import check_train_tp2
+
+        return check_train_tp2(model, root)
     if check == "real":
         from modbuild.verify.real_check import check_real
         from modbuild.verify.specs import spec
@@ -88,6 +98,10 @@ def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | Non
     quiet_third_party()
     record = verify(model, check, root=root, bounds=bounds, trace=trace)
     save(root, record)
+    if check in TRAIN_CHECKS:
+        from modbuild.verify.train_report import write
+
+        write(root)
     if record.applicable and not record.passed:
         problems = record.failures() if not record.error else [record.error]
         print(f"verify:{model}:{check}: " + "; ".join(problems), file=sys.stderr)
