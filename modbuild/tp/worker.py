@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import functools
 import json
 import os
 import sys
@@ -195,6 +196,7 @@ def _run_case(case: Case, hcg) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]
     return result, tp_logits, grads
 
 
+@functools.cache  # once per process: the `both` mode runs the check and the train mode in one launch
 def _init_fleet():
     from paddle.distributed import fleet
     from paddle.distributed.fleet.meta_parallel import get_rng_state_tracker
@@ -415,13 +417,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON written by rank 0")
     # not --train: paddle's launcher reads that as an abbreviation of its own --trainers
     parser.add_argument(
-        "--worker-mode", choices=("check", "train"), default="check", help="train: the train-tp2 check"
+        "--worker-mode",
+        choices=("check", "train", "both"),
+        default="check",
+        help="train: the train-tp2 check; both: the tp2 and train-tp2 checks of --model in one launch",
     )
     args = parser.parse_args(argv)
-    if args.worker_mode == "train":
+    if args.worker_mode in ("train", "both"):
         if not args.model:
-            parser.error("--worker-mode train needs --model")
-        report = train_worker(args.model)
+            parser.error(f"--worker-mode {args.worker_mode} needs --model")
+        if args.worker_mode == "both":
+            check = worker([Case(args.model)])
+            tp2 = {
+                **check["cases"][0],
+                "gloo_shim": check["gloo_shim"],
+                "collectives_max_abs": check["collectives_max_abs"],
+            }
+            report = {"tp2": tp2, "train-tp2": train_worker(args.model)}
+        else:
+            report = train_worker(args.model)
         if dist.get_rank() == 0:
             atomic_write(Path(args.out), json.dumps(report, indent=1))
         dist.barrier()

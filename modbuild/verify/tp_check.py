@@ -32,6 +32,7 @@ def record_from(model: str, result: dict) -> Record:
 
 
 def check_tp2(model: str) -> Record:
-    from modbuild.tp.launch import run_tp2
+    from modbuild.tp.launch import run_tp2, run_tp_checks
+    from modbuild.verify.tp_results import tp_result
 
-    return record_from(model, run_tp2(model))
+    return record_from(model, tp_result(model, "tp2", run_tp_checks, alone=run_tp2))

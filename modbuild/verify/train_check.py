@@ -213,9 +213,10 @@ def tp_record(model: str, check: str, case: dict, reference: dict) -> Record:
 def check_train_tp2(model: str, root: Path | None = None) -> Record:
     """TP=2 against TP=1, and TP=2 with sequence parallelism against TP=1; the record holds the worse of the two
     per metric, the notes say which case."""
-    from modbuild.tp.launch import run_train_tp2
+    from modbuild.tp.launch import run_tp_checks, run_train_tp2
+    from modbuild.verify.tp_results import tp_result
 
-    result = run_train_tp2(model)
+    result = tp_result(model, "train-tp2", run_tp_checks, alone=run_train_tp2)
     reference = result["reference"]
     record = Record(model, "train-tp2", bounds=dict(TP_BOUNDS))
     runs, worst = {"TP=1": reference}, []
