@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from modbuild.atomic import atomic_write
+from modbuild.verify.specs import default_prefix
 
 MODEL_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -38,10 +39,6 @@ class {camel}ForCausalLM({parent_camel}ForCausalLM):
 
 class ScaffoldError(ValueError):
     """Why a model cannot be scaffolded; the message names the path at fault."""
-
-
-def camel_case(model: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in model.split("_"))
 
 
 def class_prefix(modeling: Path) -> str:
@@ -70,7 +67,7 @@ def spec_text(parent_spec: Path, model: str, camel: str, parent: str) -> str:
         body.pop(0)  # the parent's own heading
     for line in body:
         lines.append(line)
-        if line.strip() == "[verify]" and camel != camel_case(model):
+        if line.strip() == "[verify]" and camel != default_prefix(model):
             lines.append(f'prefix = "{camel}"  # the class names: {camel}ForCausalLM, {camel}Config')
     return "\n".join(lines).rstrip() + "\n"
 
@@ -90,7 +87,7 @@ def scaffold(root: Path, model: str, parent: str, camel: str | None = None) -> l
         if not path.is_file():
             hint = " (run `doit convert` first)" if path == parent_modeling else ""
             raise ScaffoldError(f"{path}: missing, so '{parent}' cannot be a parent{hint}")
-    camel = camel or camel_case(model)
+    camel = camel or default_prefix(model)
     if not camel.isidentifier() or not camel[:1].isupper():
         raise ScaffoldError(f"'{camel}': a class prefix is a capitalised identifier")
     parent_camel = class_prefix(parent_modeling)

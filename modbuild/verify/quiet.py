@@ -18,9 +18,7 @@ def quiet_third_party() -> None:
     """Third-party Python warnings and progress bars off; paddlenlp's and transformers' loggers at WARNING,
     uncoloured off a TTY."""
     os.environ["TQDM_DISABLE"] = "1"  # read when tqdm is imported: before paddlenlp and transformers
-    warnings.filterwarnings("ignore", module=THIRD_PARTY)
-    for category in (UserWarning, DeprecationWarning, FutureWarning):
-        warnings.filterwarnings("ignore", category=category, module=THIRD_PARTY)
+    warnings.filterwarnings("ignore", module=THIRD_PARTY)  # every category, raised from their code only
     from paddlenlp.utils.log import logger as paddlenlp_logger
 
     paddlenlp_logger.set_level("WARNING")
