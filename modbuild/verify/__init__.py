@@ -35,6 +35,12 @@ def _run(root: Path | None, model: str, check: str, modeling=None) -> Record:
         from modbuild.verify.tp_check import check_tp2
 
         return check_tp2(model)
+    if check in TRAIN_CHECKS:
+        from modbuild.verify.specs import spec
+
+        if not spec(model).causal:
+            why = "training alignment runs a causal LM on text; masked-LM pre-training (the masking) is not aligned"
+            return Record(model, check, notes=[why])
     if check == "train":
         from modbuild.verify.train_check import check_train
 

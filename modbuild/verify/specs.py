@@ -30,17 +30,30 @@ class SpecError(ValueError):
     """A model's verification spec is missing or malformed; the message starts with the file."""
 
 
+TASKS = {"causal-lm": "ForCausalLM", "masked-lm": "ForMaskedLM"}  # verify.task -> the checked class's suffix
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     model_type: str
     camel: str  # the class prefix: <camel>ForCausalLM, <camel>Config
-    hf_class: str  # transformers causal-LM class
+    hf_class: str  # the transformers class of the same task
     config: dict = field(default_factory=dict)  # on top of TINY, for both sides
     paddlenlp_class: str | None = None  # PaddleNLP's hand-written model, where one exists and works
     paddlenlp_note: str = ""
     paddlenlp_config: dict = field(default_factory=dict)  # where the reference is known to differ
     norm_mean: float = 1.0  # where re-randomised norm weights are centred (0 for gemma's 1 + w)
     real: RealWeights | None = None  # a real trained checkpoint to check against HF's model (`<m>:real`)
+    task: str = "causal-lm"  # what the checks run: a decoder's next-token LM, or an encoder's masked LM
+
+    @property
+    def head_class(self) -> str:
+        """The generated class the checks build: `<camel>ForCausalLM` or `<camel>ForMaskedLM`."""
+        return f"{self.camel}{TASKS[self.task]}"
+
+    @property
+    def causal(self) -> bool:
+        return self.task == "causal-lm"
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,7 @@ class RealWeights:
 _KEYS = {
     "verify.prefix": (str, "camel"),
     "verify.hf_class": (str, "hf_class"),
+    "verify.task": (str, "task"),
     "verify.norm_mean": ((int, float), "norm_mean"),
     "verify.config": (dict, "config"),
     "verify.paddlenlp.class": (str, "paddlenlp_class"),
@@ -124,6 +138,8 @@ def load_spec(path: Path, model: str) -> ModelSpec:
         if "==" not in real["package"]:
             raise SpecError(f"{path}: verify.real.package must pin a version (name==version), not {real['package']!r}")
         fields["real"] = RealWeights(**real)
+    if fields.get("task", "causal-lm") not in TASKS:
+        raise SpecError(f"{path}: verify.task must be one of {', '.join(TASKS)}, not {fields['task']!r}")
     if "hf_class" not in fields:
         raise SpecError(f"{path}: verify.hf_class is required (the transformers class the `hf` check compares with)")
     fields.setdefault("camel", default_prefix(model))
