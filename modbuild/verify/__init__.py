@@ -55,6 +55,10 @@ def _run(root: Path | None, model: str, check: str, modeling=None) -> Record:
 
         if (real := spec(model).real) is None:
             raise ValueError(f"model '{model}' has no [verify.real] checkpoint in its model.toml")
+        if not spec(model).causal:
+            from modbuild.verify.real_embedding_check import check_real_embeddings
+
+            return check_real_embeddings(root, model, real.name)
         return check_real(root, model, real.name)
     raise ValueError(f"unknown check '{check}' (one of {CHECKS})")
 

