@@ -39,27 +39,49 @@ def _module(model_type: str, kind: str):
         raise UnknownModel(f"unknown model_type {model_type!r}; known: {', '.join(known_models())}") from None
 
 
+def _own_classes(module, suffix: str) -> list[type]:
+    return [
+        obj
+        for name, obj in vars(module).items()
+        if isinstance(obj, type) and name.endswith(suffix) and obj.__module__ == module.__name__
+    ]
+
+
 def causal_lm_class(model_type: str) -> type:
     """The `*ForCausalLM` class of `generated.<model_type>.modeling_<model_type>`."""
     module = _module(model_type, "modeling")
-    classes = [
-        obj
-        for name, obj in vars(module).items()
-        if isinstance(obj, type) and name.endswith("ForCausalLM") and obj.__module__ == module.__name__
-    ]
+    classes = _own_classes(module, "ForCausalLM")
     if len(classes) != 1:
         raise UnknownModel(f"{module.__name__} defines {len(classes)} *ForCausalLM classes, expected one")
     return classes[0]
 
 
+def model_class(model_type: str, architectures: list[str] | None = None) -> type:
+    """The generated class a checkpoint is for: the first of its config's `architectures` that the model
+    defines (`BertModel`, `BertForMaskedLM`), else the model's causal LM."""
+    module = _module(model_type, "modeling")
+    own = {cls.__name__: cls for cls in _own_classes(module, "")}
+    for name in architectures or []:
+        if name in own and hasattr(own[name], "_get_name_mappings"):
+            return own[name]
+    if not _own_classes(module, "ForCausalLM") and architectures:
+        known = sorted(n for n, c in own.items() if hasattr(c, "_get_name_mappings") and n.endswith(("Model", "LM")))
+        raise UnknownModel(f"{module.__name__} defines none of {architectures} (it has {', '.join(known)})")
+    return causal_lm_class(model_type)
+
+
 def config_class(model_type: str) -> type:
-    return causal_lm_class(model_type).config_class
+    module = _module(model_type, "configuration")
+    classes = [c for c in _own_classes(module, "Config") if getattr(c, "model_type", None) == model_type]
+    if len(classes) != 1:
+        raise UnknownModel(f"{module.__name__} defines {len(classes)} config classes for {model_type!r}, expected one")
+    return classes[0]
 
 
 def from_pretrained(path: str | Path, **kwargs):
     """Load a Paddle checkpoint directory with the generated model its config.json names."""
-    model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type")
-    return causal_lm_class(model_type).from_pretrained(path, **kwargs)
+    config = json.loads((Path(path) / "config.json").read_text())
+    return model_class(config.get("model_type"), config.get("architectures")).from_pretrained(path, **kwargs)
 
 
 def register_configs() -> list[str]:

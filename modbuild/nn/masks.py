@@ -1,4 +1,5 @@
-"""Attention masks and default positions for decoder-only models with left padding (HF's ``masking_utils``).
+"""Attention masks and default positions: causal ones for decoder-only models with left padding (HF's
+``masking_utils``), and the padding mask of an encoder.
 
 Masks are additive float32 [batch, 1, q_len, kv_len]: 0 where a query may attend, the dtype's minimum elsewhere.
 """
@@ -35,3 +36,11 @@ def apply_sliding_window(attention_mask: paddle.Tensor, sliding_window: int) -> 
     q_len, kv_len = attention_mask.shape[-2:]
     distance = paddle.arange(kv_len - q_len, kv_len).unsqueeze(-1) - paddle.arange(kv_len)
     return paddle.where(distance < sliding_window, attention_mask, paddle.finfo(attention_mask.dtype).min)
+
+
+def padding_mask(attention_mask: paddle.Tensor | None, batch_size: int, seq_length: int) -> paddle.Tensor:
+    """Bidirectional attention (an encoder's): 2-D padding mask [b, seq] (1 = real) -> additive fp32 [b, 1, 1, seq]."""
+    if attention_mask is None:
+        return paddle.zeros([batch_size, 1, 1, seq_length], dtype="float32")
+    allowed = attention_mask.astype("bool")[:, None, None, :]
+    return paddle.where(allowed, 0.0, paddle.finfo(paddle.float32).min).astype("float32")

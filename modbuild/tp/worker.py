@@ -21,7 +21,7 @@ with ``mp_degree=2`` and, per case:
    labels are never passed into ``forward``;
 4. backpropagates, all-reduces sequence-parallel parameters' grads (paddle's own
    ``register_sequence_parallel_allreduce_hooks``), all-gathers every split grad along its split axis, and compares
-   with the reference grads (``paddle_run.max_rel``: max |diff| / max |ref| per parameter).
+   with the reference grads (``paddle_run.grad_rel``: max |diff| / max |ref| per parameter).
 
 Before the cases, every launch also checks the five patched collectives' forward and backward against numpy
 (``collectives_selftest``; this covers ``_c_split``, which the models never call).
@@ -36,8 +36,8 @@ and the verdict belong to the ``tp2`` record (``modbuild/verify/tp_check.py``).
 from __future__ import annotations
 
 import argparse
-import importlib
 import functools
+import importlib
 import json
 import os
 import sys
@@ -56,7 +56,7 @@ from paddle import distributed as dist
 from modbuild.atomic import atomic_write
 from modbuild.tp import gloo_shim
 from modbuild.tp.launch import TP_DEGREE, Case
-from modbuild.verify.paddle_run import max_abs, max_rel, randomize
+from modbuild.verify.paddle_run import grad_rel, max_abs, max_rel, randomize
 from modbuild.verify.specs import TINY, left_padded_batch, spec
 
 SEED = 1234  # paddle's RNG while the models are built (the TP layers' model_parallel_rng too)
@@ -64,13 +64,10 @@ SEED = 1234  # paddle's RNG while the models are built (the TP layers' model_par
 
 def _model_class(model: str):
     module = importlib.import_module(f"generated.{model}.modeling_{model}")
-    classes = [getattr(module, n) for n in getattr(module, "__all__", dir(module)) if n.endswith("ForCausalLM")]
-    if len(classes) != 1:
-        raise LookupError(f"expected one *ForCausalLM class in {module.__name__}, found {len(classes)}")
-    return classes[0]
+    return getattr(module, spec(model).head_class)
 
 
-def _causal_lm_loss(model, logits, labels):
+def _loss(model, logits, labels):
     if hasattr(model, "compute_loss"):
         return model.compute_loss(logits, labels)
     import paddle.nn.functional as F
@@ -92,7 +89,7 @@ def _forward_backward(model, group, vocab_size: int):
     if group is not None and logits.shape[-1] != vocab_size:
         # Vocab-parallel logits: gather them (differentiably) rather than hit ParallelCrossEntropy.
         logits = mp_ops._c_concat(logits, group=group)
-    loss = _causal_lm_loss(model, logits, paddle.to_tensor(batch["labels"]))
+    loss = _loss(model, logits, paddle.to_tensor(batch["labels"]))
     loss.backward()
     return logits.numpy(), float(loss.item())
 
@@ -133,6 +130,7 @@ def _load_split(model, full_state: dict[str, np.ndarray], actions: dict) -> int:
 def _gathered_grads(model, reference, group) -> tuple[dict[str, np.ndarray], str | None, float]:
     """This rank's gradients gathered to full shape, and the worst relative error against the reference."""
     ref_params = dict(reference.named_parameters())
+    largest = max((float(np.abs(p.grad.numpy()).max()) for p in ref_params.values() if p.grad is not None), default=0)
     grads, worst, grad_max_rel = {}, None, 0.0
     for name, param in model.named_parameters():
         if param.grad is None and ref_params[name].grad is None:
@@ -142,7 +140,7 @@ def _gathered_grads(model, reference, group) -> tuple[dict[str, np.ndarray], str
         ref_grad = ref_params[name].grad.numpy()
         axis = _split_axis(list(param.shape), list(ref_grad.shape))
         grads[name] = grad = param.grad.numpy() if axis is None else _gather(param.grad, group, axis)
-        rel = max_rel(grad, ref_grad)
+        rel, _ = grad_rel(grad, ref_grad, largest)
         if worst is None or rel > grad_max_rel:
             worst, grad_max_rel = name, rel
     return grads, worst, grad_max_rel

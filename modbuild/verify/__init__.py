@@ -35,6 +35,12 @@ def _run(root: Path | None, model: str, check: str, modeling=None) -> Record:
         from modbuild.verify.tp_check import check_tp2
 
         return check_tp2(model)
+    if check in TRAIN_CHECKS:
+        from modbuild.verify.specs import spec
+
+        if not spec(model).causal:
+            why = "training alignment runs a causal LM on text; masked-LM pre-training (the masking) is not aligned"
+            return Record(model, check, notes=[why])
     if check == "train":
         from modbuild.verify.train_check import check_train
 
@@ -49,6 +55,10 @@ def _run(root: Path | None, model: str, check: str, modeling=None) -> Record:
 
         if (real := spec(model).real) is None:
             raise ValueError(f"model '{model}' has no [verify.real] checkpoint in its model.toml")
+        if not spec(model).causal:
+            from modbuild.verify.real_embedding_check import check_real_embeddings
+
+            return check_real_embeddings(root, model, real.name)
         return check_real(root, model, real.name)
     raise ValueError(f"unknown check '{check}' (one of {CHECKS})")
 

@@ -23,7 +23,7 @@ def build_pair(root: Path, model: str, **config):
     modeling, configuration = generated(model)
     loaded = load_modular(root / "modular" / model / f"modular_{model}.py", root=root)
     kwargs = {**TINY, **sp.config, **config}
-    name = f"{sp.camel}ForCausalLM"
+    name = sp.head_class
     paddle.seed(0)
     ours = getattr(modeling, name)(getattr(configuration, f"{sp.camel}Config")(**kwargs))
     paddle.seed(0)

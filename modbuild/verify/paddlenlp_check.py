@@ -1,4 +1,9 @@
-"""verify:<m>:paddlenlp: the generated model against PaddleNLP's hand-written model, same weights."""
+"""verify:<m>:paddlenlp: the generated model against PaddleNLP's hand-written model, same weights.
+
+A decoder's weights are handed over in memory, renamed through both models' HF name mappings. An encoder's go
+through files the way a user's would: ours saved, converted to HF, then to PaddleNLP's naming (``modbuild.weights``,
+``naming="paddlenlp"``), and loaded with the PaddleNLP model's own ``from_pretrained``.
+"""
 
 from __future__ import annotations
 
@@ -75,6 +80,8 @@ def check_paddlenlp(model: str) -> Record:
         return record
     if sp.paddlenlp_note:
         record.notes.append(sp.paddlenlp_note)
+    if not sp.causal:
+        return _check_encoder(model, record)
     ours, reference = build_pair(model)
     state = reference_state(ours, reference)
     missing = sorted(set(reference.state_dict()) ^ set(state))
@@ -92,4 +99,36 @@ def check_paddlenlp(model: str) -> Record:
         record.notes.append(f"PaddleNLP's {sp.paddlenlp_class} fails on this machine: {first_line(exc)}")
         return record
     record.metrics["logits"] = max_abs(_logits(ours, batch)[real], theirs[real])
+    return record
+
+
+def _check_encoder(model: str, record: Record) -> Record:
+    """Our base model (``<camel>Model``) against PaddleNLP's, on the batch's real tokens: hidden states and pooler."""
+    import tempfile
+    from pathlib import Path
+
+    from modbuild.weights import convert_hf_to_paddle, convert_paddle_to_hf
+
+    sp = spec(model)
+    del record.bounds["missing_keys"]  # the conversion checks the names against PaddleNLP's model
+    record.bounds["pooled"] = BOUNDS["logits"]
+    cls = getattr(generated(model)[0], f"{sp.camel}Model")
+    ours = cls(cls.config_class(**{**TINY, **sp.config, **sp.paddlenlp_config}))
+    randomize(ours, norm_mean=sp.norm_mean)
+    ours.eval()
+    ref_cls = getattr(reference_models, sp.paddlenlp_class)
+    with tempfile.TemporaryDirectory() as tmp:
+        ours.save_pretrained(Path(tmp) / "ours", safe_serialization=True)
+        convert_paddle_to_hf(Path(tmp) / "ours", Path(tmp) / "hf")
+        convert_hf_to_paddle(Path(tmp) / "hf", Path(tmp) / "paddlenlp", naming="paddlenlp")
+        reference = ref_cls.from_pretrained(Path(tmp) / "paddlenlp", dtype="float32")
+    reference.eval()
+    batch = left_padded_batch(TINY["vocab_size"])
+    inputs = {k: paddle.to_tensor(batch[k]) for k in ("input_ids", "attention_mask")}
+    with paddle.no_grad():
+        mine, theirs = ours(**inputs, return_dict=True), reference(**inputs, return_dict=True)
+    real = batch["attention_mask"].astype(bool)
+    record.metrics["logits"] = max_abs(mine.last_hidden_state.numpy()[real], theirs.last_hidden_state.numpy()[real])
+    record.metrics["pooled"] = max_abs(mine.pooler_output.numpy(), theirs.pooler_output.numpy())
+    record.notes.append(f"{ref_cls.__name__} loaded a --naming paddlenlp checkpoint; logits = last hidden states")
     return record

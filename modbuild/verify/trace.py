@@ -98,7 +98,7 @@ def _trace_hf(model: str, modeling, bound: float) -> list[dict]:
     sp = spec(model)
     modeling = modeling or generated(model)[0]
     net = hf_model(model)
-    cls = getattr(modeling, f"{sp.camel}ForCausalLM")
+    cls = getattr(modeling, sp.head_class)
     ours = cls(cls.config_class(**{**TINY, **sp.config}))
     state = {k: v.numpy() for k, v in net.state_dict().items()}
     mappings = cls._get_name_mappings(ours.config)

@@ -112,7 +112,7 @@ class Reference:
         from modbuild.verify.specs import generated, spec
 
         modeling = generated(self.model)[0]
-        cls = getattr(modeling, f"{spec(self.model).camel}ForCausalLM")
+        cls = getattr(modeling, spec(self.model).head_class)
         return cls.from_pretrained(self.workdir / "paddle", dtype="float32")
 
 

@@ -1,4 +1,4 @@
-"""``python -m modbuild.weights {hf2paddle,paddle2hf,split} --src DIR --dst DIR [--model M] [--tp N]``."""
+"""``python -m modbuild.weights {hf2paddle,paddle2hf,split} --src DIR --dst DIR [--model M] [--naming N] [--tp N]``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from modbuild.weights.convert import convert_hf_to_paddle, convert_paddle_to_hf
 from modbuild.weights.hf import WeightsError
+from modbuild.weights.naming import NAMINGS
 from modbuild.weights.split import split_tensor_parallel
 
 
@@ -25,6 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--dst", required=True, help="output directory (replaced atomically)")
         command.add_argument("--model", help="generated model name (default: config.json model_type)")
         command.add_argument("--no-progress", action="store_true", help="no per-shard progress bars")
+        if name != "split":
+            command.add_argument(
+                "--naming",
+                choices=NAMINGS,
+                default="hf",
+                help="the Paddle side's parameter names: the generated model's (HF's) or PaddleNLP's hand-written model's",
+            )
         if name == "split":
             command.add_argument("--tp", type=int, required=True, help="tensor-parallel degree")
     return parser
@@ -35,9 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
     try:
         if args.command == "hf2paddle":
-            out = convert_hf_to_paddle(args.src, args.dst, args.model, progress=progress)
+            out = convert_hf_to_paddle(args.src, args.dst, args.model, progress=progress, naming=args.naming)
         elif args.command == "paddle2hf":
-            out = convert_paddle_to_hf(args.src, args.dst, args.model, progress=progress)
+            out = convert_paddle_to_hf(args.src, args.dst, args.model, progress=progress, naming=args.naming)
         else:
             out = split_tensor_parallel(args.src, args.dst, args.tp, args.model, progress=progress)
     except WeightsError as exc:

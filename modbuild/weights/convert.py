@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from modbuild.atomic import atomic_directory
-from modbuild.models import UnknownModel, causal_lm_class
+from modbuild.models import UnknownModel, model_class
 from modbuild.weights.hf import (
     CONFIG_NAME,
     SAFE_INDEX_NAME,
@@ -34,6 +34,7 @@ from modbuild.weights.hf import (
     read_json,
     scan_checkpoint,
 )
+from modbuild.weights.naming import NAMINGS, canonical_names, check_paddlenlp_names
 
 # HF never saves these non-persistent buffers, but older checkpoints carry them; they are not parameters.
 NON_PERSISTENT = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
@@ -87,16 +88,16 @@ class Entry:
     shape: tuple[int, ...]  # output shape
 
 
-def resolve_model(model_type: str | None) -> type:
-    """The generated ``*ForCausalLM`` class for a ``model_type``."""
+def resolve_model(model_type: str | None, architectures: list[str] | None = None) -> type:
+    """The generated class for a ``model_type``: the one ``architectures`` names (``BertModel``), else its causal LM."""
     try:
-        return causal_lm_class(model_type)
+        return model_class(model_type, architectures)
     except UnknownModel as exc:
         raise WeightsError(str(exc)) from None
 
 
 def build_config(cls: type, raw: dict, **overrides):
-    """The generated config class from a (normalised) config.json dict, always for the causal LM class."""
+    """The generated config class from a (normalised) config.json dict, for the class ``cls``."""
     takes_rope_theta = "rope_theta" in inspect.signature(cls.config_class.__init__).parameters
     if takes_rope_theta and "rope_theta" not in raw:
         raise WeightsError("config.json has no rope_theta (nor rope_parameters): refusing to assume a default")
@@ -135,17 +136,25 @@ def name_pairs(cls: type, config, expected: dict[str, tuple[int, ...]]) -> list[
 
 
 def plan_shards(
-    checkpoint: Checkpoint, pairs: list[tuple[str, str, bool]], out_shapes: dict[str, tuple[int, ...]]
+    checkpoint: Checkpoint,
+    pairs: list[tuple[str, str, bool]],
+    out_shapes: dict[str, tuple[int, ...]],
+    canonical: dict[str, str] | None = None,
+    skips: dict[str, str] | None = None,
 ) -> dict[str, list[Entry]]:
-    """Per input shard, the entries to write; raises one WeightsError naming every bad key and shape."""
+    """Per input shard, the entries to write; raises one WeightsError naming every bad key and shape.
+    ``canonical`` reads a checkpoint name as another (a legacy spelling: ``naming.canonical_names``)."""
     by_src = {src: (dst, transpose) for src, dst, transpose in pairs}
-    missing = sorted(set(by_src) - set(checkpoint.tensors))
-    unexpected = sorted(n for n in checkpoint.tensors if n not in by_src and not NON_PERSISTENT.search(n))
+    stored = {(canonical or {}).get(name, name): name for name in checkpoint.tensors}
+    missing = sorted(set(by_src) - set(stored))
+    skip = re.compile("|".join([NON_PERSISTENT.pattern, *(skips or {})]))
+    unexpected = sorted(n for c, n in stored.items() if c not in by_src and not skip.search(n))
     mismatched, plan = [], {shard: [] for shard in checkpoint.shards}
-    for src, (dst, transpose) in by_src.items():
-        info = checkpoint.tensors.get(src)
-        if info is None:
+    for name, (dst, transpose) in by_src.items():
+        src = stored.get(name)
+        if src is None:
             continue
+        info = checkpoint.tensors[src]
         shape = info.shape[::-1] if transpose else info.shape
         if shape != out_shapes[dst] or (transpose and len(shape) != 2):
             mismatched.append(f"{src} {list(info.shape)} -> {dst} {list(shape)}, expected {list(out_shapes[dst])}")
@@ -288,29 +297,66 @@ def _convert(
     return dst
 
 
-def convert_hf_to_paddle(src: str | Path, dst: str | Path, model: str | None = None, progress: bool = False) -> Path:
-    """HF directory (config.json + safetensors, single or sharded) -> Paddle checkpoint loadable by
-    ``<Model>ForCausalLM.from_pretrained(dst)``. Shards keep the input's file names and split."""
+def check_tied(checkpoint: Checkpoint, tied: dict[str, str], canonical: dict[str, str]) -> None:
+    """A stored copy of a tied parameter (an old BERT's ``cls.predictions.decoder.weight``) must equal it: an untied
+    one is a real parameter that the model cannot hold, so it is an error rather than a silent drop."""
+    stored = {canonical.get(name, name): name for name in checkpoint.tensors}
+    for copy, parameter in tied.items():
+        if copy not in checkpoint.tensors or parameter not in stored:
+            continue
+        values = []
+        for name in (copy, stored[parameter]):
+            with ShardReader(checkpoint.directory / checkpoint.tensors[name].shard) as reader:
+                values.append(reader.get(name))
+        if values[0].shape != values[1].shape or not np.array_equal(values[0], values[1]):
+            raise WeightsError(
+                f"{checkpoint.directory}: {copy} differs from {parameter}, which this model ties it to "
+                f"(an untied checkpoint: converting it would drop {copy})"
+            )
+
+
+def _paddle_names(cls: type, config, expected: dict[str, tuple[int, ...]], naming: str) -> dict[str, str]:
+    """Our parameter name -> its name in a Paddle checkpoint of ``naming``."""
+    if naming not in NAMINGS:
+        raise WeightsError(f"unknown naming {naming!r} (one of {', '.join(NAMINGS)})")
+    return check_paddlenlp_names(cls, config, expected) if naming == "paddlenlp" else {n: n for n in expected}
+
+
+def convert_hf_to_paddle(
+    src: str | Path, dst: str | Path, model: str | None = None, progress: bool = False, naming: str = "hf"
+) -> Path:
+    """HF directory (config.json + safetensors, single or sharded) -> Paddle checkpoint loadable by the generated
+    model's ``from_pretrained(dst)`` (``naming="paddlenlp"``: by PaddleNLP's hand-written model's). Shards keep the
+    input's file names and split; legacy names (``gamma``/``beta``) are read and written in the current form."""
     src, dst = Path(src), Path(dst)
     raw = normalise_hf_config(read_json(src / CONFIG_NAME))
-    cls = resolve_model(model or raw.get("model_type"))
+    cls = resolve_model(model or raw.get("model_type"), raw.get("architectures"))
     config = build_config(cls, raw)
     expected = expected_shapes(cls, config)
-    pairs = name_pairs(cls, config, expected)
+    names = _paddle_names(cls, config, expected, naming)
+    pairs = [(hf, names[pd], t) for hf, pd, t in name_pairs(cls, config, expected)]
     checkpoint = scan_checkpoint(src)
-    plan = plan_shards(checkpoint, pairs, expected)
+    canonical = canonical_names(list(checkpoint.tensors), cls)
+    tied = getattr(cls, "_checkpoint_tied", {})
+    skips = getattr(cls, "_checkpoint_skips", {}) | {f"^{re.escape(k)}$": f"tied to {v}" for k, v in tied.items()}
+    plan = plan_shards(checkpoint, pairs, {names[n]: shape for n, shape in expected.items()}, canonical, skips)
+    check_tied(checkpoint, tied, canonical)
     return _convert(src, dst, checkpoint, plan, config.save_pretrained, {"format": "np"}, progress)
 
 
-def convert_paddle_to_hf(src: str | Path, dst: str | Path, model: str | None = None, progress: bool = False) -> Path:
-    """Paddle checkpoint (as written by ``convert_hf_to_paddle`` or paddlenlp) -> HF directory for transformers."""
+def convert_paddle_to_hf(
+    src: str | Path, dst: str | Path, model: str | None = None, progress: bool = False, naming: str = "hf"
+) -> Path:
+    """Paddle checkpoint (as written by ``convert_hf_to_paddle`` or paddlenlp; ``naming="paddlenlp"`` for PaddleNLP's
+    hand-written model's names) -> HF directory for transformers."""
     src, dst = Path(src), Path(dst)
     raw = read_json(src / CONFIG_NAME)
-    cls = resolve_model(model or raw.get("model_type"))
+    cls = resolve_model(model or raw.get("model_type"), raw.get("architectures"))
     config = build_config(cls, raw)
     expected = expected_shapes(cls, config)
-    pairs = [(pd, hf, t) for hf, pd, t in name_pairs(cls, config, expected)]
-    out_shapes = {hf: expected[pd][::-1] if t else expected[pd] for pd, hf, t in pairs}
+    names = _paddle_names(cls, config, expected, naming)
+    pairs = [(names[pd], hf, t) for hf, pd, t in name_pairs(cls, config, expected)]
+    out_shapes = {hf: expected[pd][::-1] if t else expected[pd] for hf, pd, t in name_pairs(cls, config, expected)}
     checkpoint = scan_checkpoint(src)
     plan = plan_shards(checkpoint, pairs, out_shapes)
 

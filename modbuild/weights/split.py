@@ -103,7 +103,7 @@ def split_tensor_parallel(
     if tp < 2:
         raise WeightsError(f"--tp must be at least 2, got {tp}")
     raw = read_json(src / CONFIG_NAME)
-    cls = resolve_model(model or raw.get("model_type"))
+    cls = resolve_model(model or raw.get("model_type"), raw.get("architectures"))
     expected = expected_shapes(cls, build_config(cls, raw))
     checkpoint = scan_checkpoint(src)
     plan = plan_shards(checkpoint, [(name, name, False) for name in expected], expected)
