@@ -6,7 +6,7 @@ The parameter layout is HF's decoder-only one: ``embed_tokens``, ``layers.N.*``,
 A model lists its decoder layer's parameters in ``_layer_param_actions`` (and extends ``_base_param_actions`` for
 other base-model parameters); ``_lm_head_bias`` gives the untied ``lm_head`` a bias. A checkpoint that spells the layout otherwise (GPT-J:
 ``transformer.wte``, ``transformer.h.N.attn.out_proj``, ``transformer.ln_f``) sets ``_hf_base_prefix`` and
-``_hf_renames`` (our name segment -> HF's). ``_checkpoint_buffers`` declares the keys a checkpoint may carry
+``_hf_renames`` (our name segment -> HF's). ``_checkpoint_skips`` declares the keys a checkpoint may carry
 that are not parameters (``modbuild.weights.convert`` skips and reports them).
 """
 
@@ -32,7 +32,7 @@ class DecoderPretrainedModel(PretrainedModel):
     _hf_base_prefix: ClassVar[str] = "model"
     _hf_renames: ClassVar[dict[str, str]] = {}
     # Checkpoint keys (regex, searched) that are buffers, not parameters -> why; skipped and reported on conversion.
-    _checkpoint_buffers: ClassVar[dict[str, str]] = {
+    _checkpoint_skips: ClassVar[dict[str, str]] = {
         r"(^|\.)rotary_emb\.inv_freq$": "RoPE inverse frequencies: a non-persistent buffer, recomputed from the config",
     }
 

@@ -43,9 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.no_progress
     try:
         if args.command == "hf2paddle":
-            out = convert_hf_to_paddle(args.src, args.dst, args.model, progress=progress, naming=args.naming)
+            conversion = convert_hf_to_paddle(args.src, args.dst, args.model, progress=progress, naming=args.naming)
+            out = conversion.report()  # the output directory, then every skipped key with its reason
         elif args.command == "paddle2hf":
-            out = convert_paddle_to_hf(args.src, args.dst, args.model, progress=progress, naming=args.naming)
+            conversion = convert_paddle_to_hf(args.src, args.dst, args.model, progress=progress, naming=args.naming)
+            out = conversion.report()
         else:
             out = split_tensor_parallel(args.src, args.dst, args.tp, args.model, progress=progress)
     except WeightsError as exc:

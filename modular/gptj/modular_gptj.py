@@ -202,7 +202,7 @@ class GPTJPretrainedModel(LlamaPretrainedModel):
         "o_proj": "out_proj",
         "norm": "ln_f",
     }
-    _checkpoint_buffers: ClassVar[dict[str, str]] = {
+    _checkpoint_skips: ClassVar[dict[str, str]] = {
         r"(^|\.)attn\.(bias|masked_bias)$": "GPT-J's causal-mask buffers (older checkpoints): rebuilt from the inputs",
     }
 
