@@ -23,6 +23,10 @@ from modbuild.nn.parallel import DENSE_LAYER_TYPES, tensor_parallel_actions
 class DecoderPretrainedModel(PretrainedModel):
     # Plan for modules outside the base model (a causal LM adds its lm_head).
     _tp_plan: ClassVar[dict[str, str]] = {}
+    # Checkpoint keys that are not parameters -> why the weight converter skips them.
+    _checkpoint_skips: ClassVar[dict[str, str]] = {
+        r"(^|\.)rotary_emb\.inv_freq$": "a buffer older HF checkpoints carry; recomputed from the config",
+    }
 
     @classmethod
     def _layer_param_actions(cls, config, layer_idx: int) -> dict[str, str | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The converter logs every checkpoint key it skips, and why: shown on stderr.
+    handler = logging.StreamHandler(sys.stderr)
+    logger = logging.getLogger("modbuild.weights")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return _run(args)
+    finally:
+        logger.removeHandler(handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     try:
         if args.command == "hf2paddle":

@@ -4,17 +4,23 @@ Every rename and transpose comes from the mappings; nothing is inferred from sha
 the generated model itself, built under ``paddle.LazyGuard`` with weight init off: parameters get shapes but no
 storage, so this is cheap even for a 70B config. The whole input is validated (names, shapes, shard headers)
 before the first byte is written, and the output is built in a temporary directory renamed into place.
+
+A checkpoint key that maps to no parameter is an error unless the model class explains it (``skip_rules``):
+``_checkpoint_skips`` maps a regex to the reason (buffers some checkpoints carry: ``rotary_emb.inv_freq``, BERT's
+``position_ids``), ``_checkpoint_tied`` a stored copy of a tied parameter to that parameter (checked equal). Every
+skipped key is logged with its reason on the ``modbuild.weights.convert`` logger (INFO; the CLI prints them).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
 import os
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +42,7 @@ from modbuild.weights.hf import (
 )
 from modbuild.weights.naming import NAMINGS, canonical_names, check_paddlenlp_names
 
-# HF never saves these non-persistent buffers, but older checkpoints carry them; they are not parameters.
-NON_PERSISTENT = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
+log = logging.getLogger(__name__)
 DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2}
 DTYPE_SIZES |= {"I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 _NUMPY_CODES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "float8_e5m2": "F8_E5M2", "float8_e4m3fn": "F8_E4M3"}
@@ -135,20 +140,47 @@ def name_pairs(cls: type, config, expected: dict[str, tuple[int, ...]]) -> list[
     return pairs
 
 
+def skip_rules(cls: type) -> dict[str, str]:
+    """Checkpoint keys that are not parameters, as the model class declares them: ``_checkpoint_skips`` (a regex ->
+    why: buffers such as ``rotary_emb.inv_freq`` or BERT's ``position_ids``) and ``_checkpoint_tied`` (a stored copy
+    of a tied parameter -> that parameter; ``check_tied`` reads both and refuses a copy that differs)."""
+    rules = dict(getattr(cls, "_checkpoint_skips", {}))
+    tied = getattr(cls, "_checkpoint_tied", {})
+    return rules | {f"^{re.escape(copy)}$": f"tied to {parameter}, checked equal" for copy, parameter in tied.items()}
+
+
+def skipped_keys(
+    checkpoint: Checkpoint, pairs: list[tuple[str, str, bool]], rules: dict[str, str], canonical: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(key, why) for every checkpoint key that maps to no parameter but a skip rule explains; logged at INFO, so
+    that nothing is dropped unsaid. A key neither mapped nor explained stays an error (``plan_shards``)."""
+    mapped = {src for src, _, _ in pairs}
+    compiled = [(re.compile(pattern), reason) for pattern, reason in rules.items()]
+    skipped = []
+    for name in sorted(checkpoint.tensors):
+        if canonical.get(name, name) in mapped:
+            continue
+        reason = next((why for pattern, why in compiled if pattern.search(name)), None)
+        if reason is not None:
+            skipped.append((name, reason))
+            log.info("skipped %s: %s", name, reason)
+    return skipped
+
+
 def plan_shards(
     checkpoint: Checkpoint,
     pairs: list[tuple[str, str, bool]],
     out_shapes: dict[str, tuple[int, ...]],
     canonical: dict[str, str] | None = None,
-    skips: dict[str, str] | None = None,
+    skipped: Collection[str] = (),
 ) -> dict[str, list[Entry]]:
     """Per input shard, the entries to write; raises one WeightsError naming every bad key and shape.
-    ``canonical`` reads a checkpoint name as another (a legacy spelling: ``naming.canonical_names``)."""
+    ``canonical`` reads a checkpoint name as another (a legacy spelling: ``naming.canonical_names``); ``skipped``
+    names are not parameters (``skipped_keys``)."""
     by_src = {src: (dst, transpose) for src, dst, transpose in pairs}
     stored = {(canonical or {}).get(name, name): name for name in checkpoint.tensors}
     missing = sorted(set(by_src) - set(stored))
-    skip = re.compile("|".join([NON_PERSISTENT.pattern, *(skips or {})]))
-    unexpected = sorted(n for c, n in stored.items() if c not in by_src and not skip.search(n))
+    unexpected = sorted(n for c, n in stored.items() if c not in by_src and n not in skipped)
     mismatched, plan = [], {shard: [] for shard in checkpoint.shards}
     for name, (dst, transpose) in by_src.items():
         src = stored.get(name)
@@ -337,10 +369,9 @@ def convert_hf_to_paddle(
     pairs = [(hf, names[pd], t) for hf, pd, t in name_pairs(cls, config, expected)]
     checkpoint = scan_checkpoint(src)
     canonical = canonical_names(list(checkpoint.tensors), cls)
-    tied = getattr(cls, "_checkpoint_tied", {})
-    skips = getattr(cls, "_checkpoint_skips", {}) | {f"^{re.escape(k)}$": f"tied to {v}" for k, v in tied.items()}
-    plan = plan_shards(checkpoint, pairs, {names[n]: shape for n, shape in expected.items()}, canonical, skips)
-    check_tied(checkpoint, tied, canonical)
+    skipped = skipped_keys(checkpoint, pairs, skip_rules(cls), canonical)
+    plan = plan_shards(checkpoint, pairs, {names[n]: shape for n, shape in expected.items()}, canonical, dict(skipped))
+    check_tied(checkpoint, getattr(cls, "_checkpoint_tied", {}), canonical)
     return _convert(src, dst, checkpoint, plan, config.save_pretrained, {"format": "np"}, progress)
 
 
@@ -358,7 +389,8 @@ def convert_paddle_to_hf(
     pairs = [(names[pd], hf, t) for hf, pd, t in name_pairs(cls, config, expected)]
     out_shapes = {hf: expected[pd][::-1] if t else expected[pd] for hf, pd, t in name_pairs(cls, config, expected)}
     checkpoint = scan_checkpoint(src)
-    plan = plan_shards(checkpoint, pairs, out_shapes)
+    skipped = skipped_keys(checkpoint, pairs, getattr(cls, "_checkpoint_skips", {}), {})
+    plan = plan_shards(checkpoint, pairs, out_shapes, skipped=dict(skipped))
 
     def write_config(directory: Path) -> None:
         text = json.dumps(hf_config_from_paddle(raw, cls), indent=2, sort_keys=True) + "\n"

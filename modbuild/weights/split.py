@@ -25,6 +25,7 @@ from modbuild.weights.convert import (
     expected_shapes,
     plan_shards,
     resolve_model,
+    skipped_keys,
     write_index,
 )
 from modbuild.weights.hf import (
@@ -106,7 +107,9 @@ def split_tensor_parallel(
     cls = resolve_model(model or raw.get("model_type"), raw.get("architectures"))
     expected = expected_shapes(cls, build_config(cls, raw))
     checkpoint = scan_checkpoint(src)
-    plan = plan_shards(checkpoint, [(name, name, False) for name in expected], expected)
+    pairs = [(name, name, False) for name in expected]
+    skipped = skipped_keys(checkpoint, pairs, getattr(cls, "_checkpoint_skips", {}), {})
+    plan = plan_shards(checkpoint, pairs, expected, skipped=dict(skipped))
     actions = [rank_actions(cls, raw, tp, r, list(expected)) for r in range(tp)]
     specs = {
         shard: [[(e.dst, e.dtype, _split_shape(actions[r].get(e.dst), e, tp)) for e in entries] for r in range(tp)]
