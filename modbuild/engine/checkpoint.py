@@ -64,12 +64,40 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def _rename_optimizer_state(state: dict, names: dict[str, str]) -> dict:
+    """Optimizer state keys start with a parameter's unique name (``linear_3.w_0_moment1_0``), which depends on how
+    many layers the process built before; a checkpoint stores them under the structured name instead
+    (``qwen2.layers.0.mlp.up_proj.weight_moment1_0``). `names` maps one to the other (either direction)."""
+    ordered = sorted(names, key=len, reverse=True)  # longest first: linear_1.w_0 must not match linear_1.w_01
+
+    def rename(key: str) -> str:
+        for old in ordered:
+            if key == old or key.startswith(old + "_"):
+                return names[old] + key[len(old) :]
+        return key
+
+    out = {}
+    for key, value in state.items():
+        if key == "master_weights":
+            out[key] = {rename(k): v for k, v in value.items()}
+        elif key == "LR_Scheduler":
+            out[key] = value
+        else:
+            out[rename(key)] = value
+    return out
+
+
+def _unique_to_structured(model: paddle.nn.Layer) -> dict[str, str]:
+    return {p.name: name for name, p in model.named_parameters()}
+
+
 def save(output_dir: Path, model: paddle.nn.Layer, optimizer, state: TrainState, keep_last: int) -> Path:
     """Write ``output_dir/step_<step>`` atomically, then delete all but the newest `keep_last`."""
     target = Path(output_dir) / f"step_{state.step:08d}"
     with atomic_directory(target) as tmp:
         paddle.save(model.state_dict(), str(tmp / MODEL))
-        paddle.save(optimizer.state_dict(), str(tmp / OPTIMIZER))
+        opt_state = _rename_optimizer_state(optimizer.state_dict(), _unique_to_structured(model))
+        paddle.save(opt_state, str(tmp / OPTIMIZER))
         (tmp / STATE).write_bytes(pickle.dumps(state))
         files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _digest(tmp / name)} for name in (MODEL, OPTIMIZER, STATE)}
         atomic_write(tmp / META, json.dumps({"format": FORMAT, "step": state.step, "files": files}, indent=1))
@@ -139,7 +167,8 @@ def load(path: Path, model: paddle.nn.Layer, optimizer) -> TrainState:
     _verified(path)
     model_state = paddle.load(str(path / MODEL))
     _check_shapes(path / MODEL, model_state, model)
-    opt_state = paddle.load(str(path / OPTIMIZER))
+    structured = {v: k for k, v in _unique_to_structured(model).items()}
+    opt_state = _rename_optimizer_state(paddle.load(str(path / OPTIMIZER)), structured)
     state = pickle.loads((path / STATE).read_bytes())
     if not isinstance(state, TrainState):
         raise CheckpointError(f"{path / STATE}: not a training state ({type(state).__name__})")

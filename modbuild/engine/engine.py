@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,7 @@ class EagerEngine:
         stream = batches.batches(data.Position(self.state.epoch, self.state.batch))
         while self.state.step < total:
             position, rows = next(stream)
+            lr = float(self.optimizer.get_lr())  # the rate this step's update uses
             loss = self._train_step(rows)
             self.state.step, self.state.epoch, self.state.batch = self.state.step + 1, position.epoch, position.batch
             ran.append(loss)
@@ -138,7 +140,7 @@ class EagerEngine:
                     "epoch": position.epoch,
                     "step": step,
                     "loss": loss,
-                    "lr": float(self.optimizer.get_lr()),
+                    "lr": lr,
                     "tokens_per_s": tokens_per_step * (step - last_step) / max(now - last_time, 1e-9),
                     "elapsed": now - start,
                 }
@@ -212,8 +214,12 @@ class EagerEngine:
     def load(self, ckpt_dir: str | Path) -> Path:
         """Restore everything a checkpoint holds; ``ckpt_dir`` is one checkpoint or an output dir (the newest)."""
         path = checkpoint.resolve(ckpt_dir)
-        state = checkpoint.load(path, self.module.network, self.optimizer)
-        self.lr_scheduler.set_state_dict(state.lr_scheduler)
+        with warnings.catch_warnings():
+            # LinearWarmup's state carries its inner scheduler's under an extra key, which paddle restores and then
+            # warns about as "unused"
+            warnings.filterwarnings("ignore", "There are some unused values in state_dict")
+            state = checkpoint.load(path, self.module.network, self.optimizer)
+            self.lr_scheduler.set_state_dict(state.lr_scheduler)
         if self.scaler is not None and state.scaler is not None:
             self.scaler.load_state_dict(state.scaler)
         checkpoint.restore_rng(state.rng)
