@@ -88,6 +88,11 @@ def wrap(model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, info: Di
         return model, optimizer
     from paddle.distributed import fleet
 
+    if info.mp_degree > 1 and not paddle.is_compiled_with_cuda():
+        # fleet's TensorParallel wrapper broadcasts each batch before forward, which asserts "Only support xpu, gpu
+        # and custom_device" on CPU. Every rank reads the same batch (TP ranks share a data-parallel rank) and
+        # starts from the same full weights (`build._tensor_parallel`), so the bare TP model is what it would run.
+        return model, fleet.distributed_optimizer(optimizer)
     return fleet.distributed_model(model), fleet.distributed_optimizer(optimizer)
 
 

@@ -1,0 +1,65 @@
+"""The engine under `paddle.distributed.launch`, two real CPU processes over gloo (the project's collective shim):
+data parallel of degree 2 against one process on the same global batch, tensor parallel of degree 2 against 1.
+Two launches (one per fleet topology), ~15 s each, mostly imports."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("paddle")
+
+from engine_helpers import tiny_config, tiny_yaml  # noqa: E402
+
+from modbuild.engine.engine import EagerEngine  # noqa: E402
+from modbuild.engine.launch import launch  # noqa: E402
+from modbuild.engine.module import CausalLMModule  # noqa: E402
+
+BOUND = 1e-5  # relative, per step: only the order of float sums differs
+
+
+def logged_losses(output_dir: Path) -> list[float]:
+    with open(output_dir / "metrics.csv", newline="") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f) if r["loss"]]
+
+
+def single_process(tmp: Path, *overrides: str) -> list[float]:
+    config = tiny_config(tmp, "Model.config.attention_dropout=0.0", *overrides)
+    return EagerEngine(CausalLMModule(config), config).fit()
+
+
+def two_processes(tmp: Path, *overrides: str) -> list[float]:
+    out = tmp / "launched"
+    args = ["train", str(tiny_yaml(tmp)), "-o", "Model.config.attention_dropout=0.0", "-o", f"Engine.save_load.output_dir={out}"]
+    done = launch(args + [a for o in overrides for a in ("-o", o)], nproc=2, timeout=300)
+    assert done.returncode == 0, done.logs
+    return logged_losses(out)
+
+
+def assert_same_curve(got: list[float], want: list[float]) -> None:
+    assert len(got) == len(want) == 8
+    worst = max(abs(a - b) / abs(b) for a, b in zip(got, want))
+    assert worst <= BOUND, (worst, got, want)
+    assert want[-1] < want[0]
+
+
+def test_data_parallel_2_equals_one_process_on_the_global_batch(tmp_path):
+    # one process: 4 rows a micro-batch; two: 2 rows each, so both step on the same 8 rows (x2 accumulation)
+    want = single_process(tmp_path, "Data.micro_batch_size=4")
+    got = two_processes(tmp_path, "Distributed.dp_degree=2", "Data.micro_batch_size=2")
+    assert_same_curve(got, want)
+
+
+def test_tensor_parallel_2_equals_degree_1(tmp_path):
+    want = single_process(tmp_path)
+    got = two_processes(tmp_path, "Distributed.mp_degree=2")
+    assert_same_curve(got, want)
+
+
+def test_degrees_must_match_the_processes(tmp_path):
+    from modbuild.engine.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dp_degree 1 x mp_degree 3 = 3 processes, but 1 running"):
+        CausalLMModule(tiny_config(tmp_path, "Distributed.mp_degree=3"))
