@@ -195,3 +195,52 @@ def test_incomplete_checkpoint(tmp_path, ckpt_copy, capsys):
 def test_checkpoint_shapes_must_match(tmp_path, ckpt_copy, capsys):
     err = resume_fails(tmp_path, ckpt_copy, capsys, "Model.config.intermediate_size=48")
     assert "model.pdparams: " in err and "has shape [32, 64] in the checkpoint, [32, 48] in the model" in err
+
+
+# ------------------------------------------------------------------------------------------- SIGTERM in a save
+
+_SLOW_SAVE = """
+import sys, time
+from pathlib import Path
+from modbuild.engine import checkpoint
+from modbuild.engine.cli import run
+
+real, saves = checkpoint.atomic_write, []
+
+def slow(path, text):  # the second checkpoint's meta.json: announce, then hang mid-save
+    if Path(path).name == "meta.json":
+        saves.append(path)
+        if len(saves) == 2:
+            Path(sys.argv[2]).touch()
+            time.sleep(120)
+    real(path, text)
+
+checkpoint.atomic_write = slow
+sys.exit(run("train", sys.argv[1], sys.argv[3:]))
+"""
+
+
+def test_sigterm_during_save_keeps_the_previous_checkpoint(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config, marker, out = tiny_yaml(tmp_path), tmp_path / "saving", tmp_path / "out"
+    overrides = ["Engine.max_steps=4", "Engine.save_load.save_steps=2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE, str(config), str(marker), *overrides], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert [p.name for p in out.iterdir() if "step" in p.name] == ["step_00000002"]  # no step 4, no temporary left
+    checkpoint._verified(out / "step_00000002")
+    # the next run resumes from step 2: the log continues 3, 4 after the killed run's 1, 2
+    assert run("train", str(config), [*overrides, f"Engine.save_load.ckpt_dir={out}"]) == 0
+    steps = [line.split(",")[0] for line in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2", "3", "4"]
+    assert [p.name for p in checkpoint.checkpoints(out)] == ["step_00000002", "step_00000004"]

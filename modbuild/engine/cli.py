@@ -45,7 +45,6 @@ def run(command: str, config_path: str, overrides: list[str]) -> int:
 
             nproc = config.Distributed.dp_degree * config.Distributed.mp_degree
             return launch([command, config_path, *sum((["-o", o] for o in overrides), [])], nproc).returncode
-        signal.signal(signal.SIGTERM, _sigterm)
         return _train(config) if command == "train" else _evaluate(config)
     except (ConfigError, CheckpointError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -59,7 +58,10 @@ def _engine(config: Config):
     from modbuild.engine.engine import EagerEngine
     from modbuild.engine.module import CausalLMModule
 
-    return EagerEngine(CausalLMModule(config), config)
+    engine = EagerEngine(CausalLMModule(config), config)
+    # after paddle's import, which installs a SIGTERM handler of its own (that dies without unwinding)
+    signal.signal(signal.SIGTERM, _sigterm)
+    return engine
 
 
 def _train(config: Config) -> int:

@@ -119,7 +119,7 @@ class EagerEngine:
         )
         total = self._total_steps(batches)
         tokens_per_step = rows_per_rank * self.dist.dp_degree * self.config.Data.seq_length
-        metrics = Metrics(self.output_dir, enabled=self.dist.rank == 0)
+        metrics = Metrics(self.output_dir, enabled=self.dist.rank == 0, start_step=self.state.step)
         bar = self._progress(total)
         self.module.model.train()
         start = last_time = time.perf_counter()

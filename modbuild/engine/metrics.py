@@ -12,15 +12,22 @@ COLUMNS = ("step", "epoch", "loss", "lr", "tokens_per_s", "elapsed", "eval_loss"
 
 
 class Metrics:
-    def __init__(self, output_dir: Path, enabled: bool = True) -> None:
+    def __init__(self, output_dir: Path, enabled: bool = True, start_step: int = 0) -> None:
+        """`start_step`: the step training (re)starts after; rows of later steps, logged by a run that was stopped
+        before its next checkpoint, are dropped so the CSV matches the training that counts."""
         self.dir, self.enabled = Path(output_dir), enabled
         self.csv_path = self.dir / "metrics.csv"
         self._writer = None
         if not enabled:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        if not self.csv_path.exists():
-            atomic_write(self.csv_path, ",".join(COLUMNS) + "\n")
+        kept = []
+        if self.csv_path.exists():
+            with open(self.csv_path, newline="") as f:
+                kept = [r for r in csv.reader(f)][1:]
+            kept = [r for r in kept if r and int(r[0]) <= start_step]
+        lines = [",".join(COLUMNS)] + [",".join(r) for r in kept]
+        atomic_write(self.csv_path, "\n".join(lines) + "\n")
         from visualdl import LogWriter
 
         self._writer = LogWriter(logdir=str(self.dir / "vdl"))
