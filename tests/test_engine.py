@@ -10,15 +10,14 @@ import pytest
 
 pytest.importorskip("paddle")
 
-from engine_helpers import tiny_config, tiny_yaml  # noqa: E402
+from engine_helpers import tiny_config, tiny_yaml
 
-from modbuild.engine import checkpoint  # noqa: E402
-from modbuild.engine.checkpoint import CheckpointError  # noqa: E402
-from modbuild.engine.cli import run  # noqa: E402
-from modbuild.engine.config import ConfigError  # noqa: E402
-from modbuild.engine.data import DataError  # noqa: E402
-from modbuild.engine.engine import EagerEngine  # noqa: E402
-from modbuild.engine.module import CausalLMModule  # noqa: E402
+from modbuild.engine import checkpoint
+from modbuild.engine.cli import run
+from modbuild.engine.config import ConfigError
+from modbuild.engine.data import DataError
+from modbuild.engine.engine import EagerEngine
+from modbuild.engine.module import CausalLMModule
 
 
 def make_engine(tmp: Path, *overrides: str) -> EagerEngine:
@@ -38,11 +37,17 @@ def runs(tmp_path_factory):
     straight_losses = straight.fit()
     first_dir = tmp_path_factory.mktemp("staged")
     first = make_engine(
-        first_dir, "Engine.max_steps=4", "Optimizer.decay_steps=8", "Engine.save_load.save_steps=4", "Engine.eval_freq=2"
+        first_dir,
+        "Engine.max_steps=4",
+        "Optimizer.decay_steps=8",
+        "Engine.save_load.save_steps=4",
+        "Engine.eval_freq=2",
     )
     first_losses = first.fit()
     ckpt = first_dir / "out"
-    second = make_engine(first_dir, f"Engine.save_load.ckpt_dir={ckpt}", "Engine.save_load.output_dir=" + str(first_dir / "out2"))
+    second = make_engine(
+        first_dir, f"Engine.save_load.ckpt_dir={ckpt}", "Engine.save_load.output_dir=" + str(first_dir / "out2")
+    )
     second_losses = second.fit()
     return {
         "straight": (straight_losses, params(straight), straight),
@@ -97,7 +102,9 @@ def test_keep_last_and_hooks(tmp_path):
 def test_unknown_key_names_path_and_suggests(tmp_path):
     with pytest.raises(ConfigError, match=r"Engine\.max_stpes: unknown key; did you mean Engine\.max_steps\?"):
         tiny_config(tmp_path, "Engine.max_stpes=3")
-    with pytest.raises(ConfigError, match=r"Engine\.save_load\.save_step: unknown key; did you mean Engine\.save_load\.save_steps\?"):
+    with pytest.raises(
+        ConfigError, match=r"Engine\.save_load\.save_step: unknown key; did you mean Engine\.save_load\.save_steps\?"
+    ):
         tiny_config(tmp_path, "Engine.save_load.save_step=3")
 
 
@@ -107,7 +114,10 @@ def test_wrong_type_names_path(tmp_path):
 
 
 def test_model_config_field_is_checked(tmp_path):
-    with pytest.raises(ConfigError, match=r"Model\.config\.hiden_size: not a field of Qwen2Config; did you mean Model\.config\.hidden_size\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"Model\.config\.hiden_size: not a field of Qwen2Config; did you mean Model\.config\.hidden_size\?",
+    ):
         make_engine(tmp_path, "Model.config.hiden_size=16")
 
 
@@ -151,7 +161,16 @@ def resume_fails(tmp_path: Path, ckpt: Path, capsys, *overrides: str) -> str:
     root = ckpt.parent
     before = snapshot(root)
     config = tiny_yaml(tmp_path)
-    status = run("train", str(config), [f"Engine.save_load.ckpt_dir={ckpt}", f"Engine.save_load.output_dir={root}", "Engine.save_load.save_steps=1", *overrides])
+    status = run(
+        "train",
+        str(config),
+        [
+            f"Engine.save_load.ckpt_dir={ckpt}",
+            f"Engine.save_load.output_dir={root}",
+            "Engine.save_load.save_steps=1",
+            *overrides,
+        ],
+    )
     assert status == 2
     assert snapshot(root) == before  # nothing written, nothing overwritten
     return capsys.readouterr().err
@@ -229,8 +248,16 @@ def test_sigterm_during_save_keeps_the_previous_checkpoint(tmp_path):
 
     config, marker, out = tiny_yaml(tmp_path), tmp_path / "saving", tmp_path / "out"
     overrides = ["Engine.max_steps=4", "Engine.save_load.save_steps=2"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE, str(config), str(marker), *overrides], env=env, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_SAVE, str(config), str(marker), *overrides],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("paddle")
 
-from engine_helpers import tiny_config, tiny_yaml  # noqa: E402
+from engine_helpers import tiny_config, tiny_yaml
 
-from modbuild.engine.engine import EagerEngine  # noqa: E402
-from modbuild.engine.launch import launch  # noqa: E402
-from modbuild.engine.module import CausalLMModule  # noqa: E402
+from modbuild.engine.engine import EagerEngine
+from modbuild.engine.launch import launch
+from modbuild.engine.module import CausalLMModule
 
 BOUND = 1e-5  # relative, per step: only the order of float sums differs
 
@@ -32,7 +32,14 @@ def single_process(tmp: Path, *overrides: str) -> list[float]:
 
 def two_processes(tmp: Path, *overrides: str) -> list[float]:
     out = tmp / "launched"
-    args = ["train", str(tiny_yaml(tmp)), "-o", "Model.config.attention_dropout=0.0", "-o", f"Engine.save_load.output_dir={out}"]
+    args = [
+        "train",
+        str(tiny_yaml(tmp)),
+        "-o",
+        "Model.config.attention_dropout=0.0",
+        "-o",
+        f"Engine.save_load.output_dir={out}",
+    ]
     done = launch(args + [a for o in overrides for a in ("-o", o)], nproc=2, timeout=300)
     assert done.returncode == 0, done.logs
     return logged_losses(out)

@@ -30,10 +30,14 @@ def _config(section: ModelSection, config_cls: type):
         return config_cls(**section.config)
     config_file = Path(section.init_from) / "config.json"
     if not config_file.is_file():
-        raise ConfigError(f"Model.init_from: {config_file} does not exist (convert one with python -m modbuild.weights)")
+        raise ConfigError(
+            f"Model.init_from: {config_file} does not exist (convert one with python -m modbuild.weights)"
+        )
     model_type = json.loads(config_file.read_text()).get("model_type")
     if model_type != section.name:
-        raise ConfigError(f"Model.init_from: {config_file} holds a {model_type!r} model, but Model.name is {section.name!r}")
+        raise ConfigError(
+            f"Model.init_from: {config_file} holds a {model_type!r} model, but Model.name is {section.name!r}"
+        )
     config = config_cls.from_pretrained(section.init_from)
     for key, value in section.config.items():
         setattr(config, key, value)

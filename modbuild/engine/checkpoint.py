@@ -16,6 +16,7 @@ import pickle
 import random
 import re
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,10 @@ def save(output_dir: Path, model: paddle.nn.Layer, optimizer, state: TrainState,
         opt_state = _rename_optimizer_state(optimizer.state_dict(), _unique_to_structured(model))
         paddle.save(opt_state, str(tmp / OPTIMIZER))
         (tmp / STATE).write_bytes(pickle.dumps(state))
-        files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _digest(tmp / name)} for name in (MODEL, OPTIMIZER, STATE)}
+        files = {
+            name: {"bytes": (tmp / name).stat().st_size, "sha256": _digest(tmp / name)}
+            for name in (MODEL, OPTIMIZER, STATE)
+        }
         atomic_write(tmp / META, json.dumps({"format": FORMAT, "step": state.step, "files": files}, indent=1))
     for old in checkpoints(output_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
@@ -141,7 +145,9 @@ def _verified(path: Path) -> dict:
             raise CheckpointError(f"{file}: missing from the checkpoint")
         size = file.stat().st_size
         if size != want["bytes"]:
-            raise CheckpointError(f"{file}: truncated or altered: {size} bytes, the checkpoint recorded {want['bytes']}")
+            raise CheckpointError(
+                f"{file}: truncated or altered: {size} bytes, the checkpoint recorded {want['bytes']}"
+            )
         if _digest(file) != want["sha256"]:
             raise CheckpointError(f"{file}: corrupt: its SHA-256 differs from the one recorded in {META}")
     return meta
@@ -151,7 +157,9 @@ def _check_shapes(file: Path, saved: dict, model: paddle.nn.Layer) -> None:
     current = model.state_dict()
     missing, unexpected = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
     if missing or unexpected:
-        raise CheckpointError(f"{file}: parameters differ from the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise CheckpointError(
+            f"{file}: parameters differ from the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     for name, tensor in current.items():
         if list(saved[name].shape) != list(tensor.shape):
             raise CheckpointError(
@@ -173,5 +181,13 @@ def load(path: Path, model: paddle.nn.Layer, optimizer) -> TrainState:
     if not isinstance(state, TrainState):
         raise CheckpointError(f"{path / STATE}: not a training state ({type(state).__name__})")
     model.set_state_dict(model_state)
-    optimizer.set_state_dict(opt_state)
+    set_state(optimizer, opt_state)
     return state
+
+
+def set_state(obj, state: dict) -> None:
+    """`obj.set_state_dict(state)` for an optimizer or LR scheduler. LinearWarmup's state carries its inner
+    scheduler's under an extra key, which paddle restores and then warns about as "unused": that warning is muted."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "There are some unused values in state_dict")
+        obj.set_state_dict(state)

@@ -17,11 +17,19 @@ from modbuild.engine.config import Config, ConfigError, load
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    for name, text in (("train", "train with the engine (resumes from save_load.ckpt_dir)"), ("evaluate", "evaluate a checkpoint")):
+    for name, text in (
+        ("train", "train with the engine (resumes from save_load.ckpt_dir)"),
+        ("evaluate", "evaluate a checkpoint"),
+    ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("config", metavar="CONFIG.yaml")
         cmd.add_argument(
-            "-o", "--override", action="append", default=[], metavar="Section.key=value", help="override a config key (YAML value)"
+            "-o",
+            "--override",
+            action="append",
+            default=[],
+            metavar="Section.key=value",
+            help="override a config key (YAML value)",
         )
 
 
@@ -44,7 +52,7 @@ def run(command: str, config_path: str, overrides: list[str]) -> int:
             from modbuild.engine.launch import launch
 
             nproc = config.Distributed.dp_degree * config.Distributed.mp_degree
-            return launch([command, config_path, *sum((["-o", o] for o in overrides), [])], nproc).returncode
+            return launch([command, config_path, *[a for o in overrides for a in ("-o", o)]], nproc).returncode
         return _train(config) if command == "train" else _evaluate(config)
     except (ConfigError, CheckpointError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)

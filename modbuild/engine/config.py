@@ -109,7 +109,11 @@ def _valid_keys(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
     """Each accepted key (names and aliases) -> its nested section class, or None for a leaf."""
     keys: dict[str, type[BaseModel] | None] = {}
     for name, field in model.model_fields.items():
-        nested = field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel) else None
+        nested = (
+            field.annotation
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+            else None
+        )
         keys[name] = nested
         alias = field.validation_alias
         for choice in alias.choices if isinstance(alias, AliasChoices) else []:
@@ -145,7 +149,9 @@ def _type_errors(exc: ValidationError) -> list[str]:
 def validate(data: Any, source: str) -> Config:
     """`data` (a parsed YAML mapping) as a Config, or ConfigError listing every problem with its key path."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections (Engine, Model, Data, ...), got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping of sections (Engine, Model, Data, ...), got {type(data).__name__}"
+        )
     if problems := _unknown_keys(data, Config):
         raise ConfigError(f"{source}: " + f"\n{source}: ".join(problems))
     try:

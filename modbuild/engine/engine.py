@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,9 @@ class EagerEngine:
                 "(no fp16/bf16 kernels). Set Engine.mix_precision.enable=false and use_pure_fp16=false."
             )
         if config.Distributed.mp_degree > 1 and eng.save_load.save_by_steps:
-            raise ConfigError("Engine.save_load.save_by_steps: checkpoints of a tensor-parallel run are not supported yet")
+            raise ConfigError(
+                "Engine.save_load.save_by_steps: checkpoints of a tensor-parallel run are not supported yet"
+            )
         self.optimizer, self.lr_scheduler = module.configure_optimizers()
         self.scaler = None
         if self.amp.active:
@@ -77,7 +78,11 @@ class EagerEngine:
         scaled = loss / self.config.Engine.accumulate_steps
         if self.scaler is not None:
             scaled = self.scaler.scale(scaled)
-        sync = contextlib.nullcontext() if last or not hasattr(self.module.model, "no_sync") else self.module.model.no_sync()
+        sync = (
+            contextlib.nullcontext()
+            if last or not hasattr(self.module.model, "no_sync")
+            else self.module.model.no_sync()
+        )
         with sync:
             scaled.backward()
 
@@ -115,7 +120,12 @@ class EagerEngine:
             self.load(eng.save_load.ckpt_dir)
         rows_per_rank = self.micro_rows * eng.accumulate_steps
         batches = data.TrainBatches(
-            self.train_rows, rows_per_rank, self.dist.dp_degree, self.dist.dp_rank, self.config.Global.seed, self.config.Data.shuffle
+            self.train_rows,
+            rows_per_rank,
+            self.dist.dp_degree,
+            self.dist.dp_rank,
+            self.config.Global.seed,
+            self.config.Data.shuffle,
         )
         total = self._total_steps(batches)
         tokens_per_step = rows_per_rank * self.dist.dp_degree * self.config.Data.seq_length
@@ -206,7 +216,11 @@ class EagerEngine:
         path = None
         if self.dist.rank == 0:
             path = checkpoint.save(
-                self.output_dir, self.module.network, self.optimizer, self.state, self.config.Engine.save_load.keep_last
+                self.output_dir,
+                self.module.network,
+                self.optimizer,
+                self.state,
+                self.config.Engine.save_load.keep_last,
             )
         barrier(self.dist)
         return path
@@ -214,12 +228,8 @@ class EagerEngine:
     def load(self, ckpt_dir: str | Path) -> Path:
         """Restore everything a checkpoint holds; ``ckpt_dir`` is one checkpoint or an output dir (the newest)."""
         path = checkpoint.resolve(ckpt_dir)
-        with warnings.catch_warnings():
-            # LinearWarmup's state carries its inner scheduler's under an extra key, which paddle restores and then
-            # warns about as "unused"
-            warnings.filterwarnings("ignore", "There are some unused values in state_dict")
-            state = checkpoint.load(path, self.module.network, self.optimizer)
-            self.lr_scheduler.set_state_dict(state.lr_scheduler)
+        state = checkpoint.load(path, self.module.network, self.optimizer)
+        checkpoint.set_state(self.lr_scheduler, state.lr_scheduler)
         if self.scaler is not None and state.scaler is not None:
             self.scaler.load_state_dict(state.scaler)
         checkpoint.restore_rng(state.rng)

@@ -118,10 +118,14 @@ class CausalLMModule(BasicModule):
 
         opt = self.config.Optimizer
         horizon = opt.decay_steps or self.config.Engine.max_steps
-        cosine = paddle.optimizer.lr.CosineAnnealingDecay(opt.lr, T_max=max(1, horizon - opt.warmup_steps), eta_min=opt.min_lr)
+        cosine = paddle.optimizer.lr.CosineAnnealingDecay(
+            opt.lr, T_max=max(1, horizon - opt.warmup_steps), eta_min=opt.min_lr
+        )
         sched = cosine
         if opt.warmup_steps:
-            sched = paddle.optimizer.lr.LinearWarmup(cosine, warmup_steps=opt.warmup_steps, start_lr=0.0, end_lr=opt.lr)
+            sched = paddle.optimizer.lr.LinearWarmup(
+                cosine, warmup_steps=opt.warmup_steps, start_lr=0.0, end_lr=opt.lr
+            )
         named = [(n, p) for n, p in self.network.named_parameters() if not p.stop_gradient]
         rule = TrainConfig()  # the project's decay rule, with its defaults (norms not decayed)
         decay = {p.name for n, p in named if paddle_decays(n, rule)}

@@ -9,7 +9,7 @@ if __name__ == "__main__":
     # Run by path, sys.path[0] is modbuild/engine, whose config.py / data.py would shadow other packages' imports.
     sys.path.pop(0)
 
-from modbuild.engine.cli import run  # noqa: E402
+from modbuild.engine.cli import run
 
 if __name__ == "__main__":
     status = run(sys.argv[1], sys.argv[2], [a for i, a in enumerate(sys.argv[3:]) if i % 2])
