@@ -1,4 +1,5 @@
-"""`modbuild convert PATH...`: convert the modular files of any tree, without doit; `modbuild new`: a new model.
+"""`modbuild convert PATH...`: convert the modular files of any tree, without doit; `modbuild new`: a new model;
+`modbuild train|evaluate CONFIG.yaml`: the training engine (`modbuild.engine.cli`).
 
 PATH is a modular file, a model directory, or a whole tree. The layout is read from the tree
 (`modbuild.layout`): this repository's `modular/` + `generated/`, HF transformers' `models/<m>/`, or

@@ -5,8 +5,7 @@ Modules, one job each: `config` (schema, overrides), `data` (token windows, resu
 network, TP split), `distributed` (fleet set-up), `module` (hooks), `engine` (the loop), `checkpoint` (atomic,
 verified saves), `metrics` (CSV, VisualDL, PNG), `cli` (`modbuild train` / `evaluate`), `launch` (several
 processes).
+
+Nothing is imported here: `modbuild convert` registers the `train` / `evaluate` commands through `cli` on a core
+install, which has neither pydantic nor paddle.
 """
-
-from modbuild.engine.config import Config, ConfigError, load
-
-__all__ = ["Config", "ConfigError", "load"]

@@ -12,8 +12,10 @@ import json
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-from modbuild.engine.config import Config, ConfigError, load
+if TYPE_CHECKING:  # the config needs pydantic, which a core install (pre-commit's) lacks; imported when run
+    from modbuild.engine.config import Config
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +46,7 @@ def _needs_launch(config: Config) -> bool:
 def run(command: str, config_path: str, overrides: list[str]) -> int:
     """Entry for both commands; returns the exit status. Errors print one clear message, no traceback."""
     from modbuild.engine.checkpoint import CheckpointError
+    from modbuild.engine.config import ConfigError, load
     from modbuild.engine.data import DataError
 
     try:

@@ -69,6 +69,8 @@ class DataSection(_Section):
     # a file path, or "package:resource" read with importlib.resources from an installed package
     source: str
     max_bytes: int = Field(0, ge=0)  # 0: the whole text
+    # a HF tokenizer.json (or a directory holding one, e.g. a converted checkpoint); None: tokens are bytes
+    tokenizer: str | None = None
     seq_length: int = Field(64, ge=2)
     micro_batch_size: int = Field(1, ge=1)  # rows per micro-batch per data-parallel rank
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)

@@ -39,12 +39,25 @@ def read_source(source: str) -> bytes:
         raise DataError(f"Data.source: cannot read {source!r}: {exc}") from None
 
 
+def tokenize(raw: bytes, tokenizer: str) -> np.ndarray:
+    """Ids from a HF ``tokenizer.json`` (the `tokenizers` library transformers installs)."""
+    from tokenizers import Tokenizer
+
+    path = Path(tokenizer)
+    path = path / "tokenizer.json" if path.is_dir() else path
+    if not path.is_file():
+        raise DataError(f"Data.tokenizer: {path} does not exist")
+    ids = Tokenizer.from_file(str(path)).encode(raw.decode("utf-8", errors="replace")).ids
+    return np.asarray(ids, dtype="int64")
+
+
 def windows(cfg: DataSection, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, eval) int64 arrays of shape [n, seq_length]."""
     raw = read_source(cfg.source)
     if cfg.max_bytes:
         raw = raw[: cfg.max_bytes]
-    tokens = np.frombuffer(raw, dtype=np.uint8).astype("int64") % vocab_size
+    tokens = tokenize(raw, cfg.tokenizer) if cfg.tokenizer else np.frombuffer(raw, dtype=np.uint8).astype("int64")
+    tokens = tokens % vocab_size
     count = len(tokens) // cfg.seq_length
     rows = tokens[: count * cfg.seq_length].reshape(count, cfg.seq_length)
     n_eval = int(count * cfg.eval_fraction)
