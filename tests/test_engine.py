@@ -271,3 +271,26 @@ def test_sigterm_during_save_keeps_the_previous_checkpoint(tmp_path):
     steps = [line.split(",")[0] for line in (out / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == ["1", "2", "3", "4"]
     assert [p.name for p in checkpoint.checkpoints(out)] == ["step_00000002", "step_00000004"]
+
+
+# ------------------------------------------------------------------------------------------------ entry points
+
+
+def test_shipped_configs_validate():
+    from modbuild.engine.config import load
+
+    root = Path(__file__).parents[1] / "configs"
+    tiny = load(root / "tiny_qwen2.yaml")
+    assert tiny.Engine.save_load.save_by_steps == 100  # written as save_steps
+    assert load(root / "finetune_smollm2.yaml").Model.init_from == ".cache/weights/smollm2/paddle"
+
+
+def test_modbuild_train_and_evaluate_commands(runs, tmp_path, capsys):
+    from modbuild.cli import main
+
+    config = str(tiny_yaml(tmp_path))
+    assert main(["train", config, "-o", "Engine.max_steps=2", "-o", "Engine.save_load.save_steps=2"]) == 0
+    assert '"steps": 2' in capsys.readouterr().out
+    assert (tmp_path / "out" / "step_00000002" / "meta.json").is_file()
+    assert main(["evaluate", config, "-o", f"Engine.save_load.ckpt_dir={runs['ckpt']}"]) == 0
+    assert '"step": 4, "eval_loss"' in capsys.readouterr().out
