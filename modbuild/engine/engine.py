@@ -26,6 +26,27 @@ from modbuild.engine.metrics import Metrics
 from modbuild.engine.module import BasicModule
 
 
+class _Clock:
+    """tokens/s over the training steps since the last log (evaluation and saving excluded), and the wall-clock
+    seconds since fit began."""
+
+    def __init__(self, tokens_per_step: int) -> None:
+        self.tokens_per_step, self.window_s, self.window_steps = tokens_per_step, 0.0, 0
+        self.start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def step(self):
+        start = time.perf_counter()
+        yield
+        self.window_s += time.perf_counter() - start
+        self.window_steps += 1
+
+    def window(self) -> dict[str, float]:
+        rate = self.tokens_per_step * self.window_steps / max(self.window_s, 1e-9)
+        self.window_s, self.window_steps = 0.0, 0
+        return {"tokens_per_s": rate, "elapsed": time.perf_counter() - self.start}
+
+
 class EagerEngine:
     def __init__(self, module: BasicModule, config: Config) -> None:
         self.module, self.config, self.dist = module, config, module.dist
@@ -128,50 +149,44 @@ class EagerEngine:
             self.config.Data.shuffle,
         )
         total = self._total_steps(batches)
-        tokens_per_step = rows_per_rank * self.dist.dp_degree * self.config.Data.seq_length
         metrics = Metrics(self.output_dir, enabled=self.dist.rank == 0, start_step=self.state.step)
         bar = self._progress(total)
-        self.module.model.train()
-        start = last_time = time.perf_counter()
-        last_step = self.state.step
+        clock = _Clock(tokens_per_step=rows_per_rank * self.dist.dp_degree * self.config.Data.seq_length)
         ran: list[float] = []
         stream = batches.batches(data.Position(self.state.epoch, self.state.batch))
+        self.module.model.train()
         while self.state.step < total:
             position, rows = next(stream)
             lr = float(self.optimizer.get_lr())  # the rate this step's update uses
-            loss = self._train_step(rows)
+            with clock.step():
+                loss = self._train_step(rows)
             self.state.step, self.state.epoch, self.state.batch = self.state.step + 1, position.epoch, position.batch
             ran.append(loss)
             self.history.append(loss)
-            step = self.state.step
-            if step % eng.logging_freq == 0 or step == total:
-                now = time.perf_counter()
-                log = {
-                    "epoch": position.epoch,
-                    "step": step,
-                    "loss": loss,
-                    "lr": lr,
-                    "tokens_per_s": tokens_per_step * (step - last_step) / max(now - last_time, 1e-9),
-                    "elapsed": now - start,
-                }
-                last_step, last_time = step, now
+            if self.state.step % eng.logging_freq == 0 or self.state.step == total:
+                log = {"epoch": position.epoch, "step": self.state.step, "loss": loss, "lr": lr, **clock.window()}
                 self.module.training_step_end(log)
                 metrics.log(log)
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{log['tokens_per_s']:.0f}")
             if bar is not None:
                 bar.update(1)
-            if eng.eval_freq and step % eng.eval_freq == 0:
-                eval_loss = self.evaluate(eng.eval_iters)
-                self.module.validation_step_end({"step": step, "eval_loss": eval_loss})
-                metrics.log({"step": step, "epoch": position.epoch, "eval_loss": eval_loss})
-                self.module.model.train()
-            if eng.save_load.save_by_steps and (step % eng.save_load.save_by_steps == 0 or step == total):
-                self.save()
+            self._after_step(total, metrics)
         if bar is not None:
             bar.close()
         metrics.close()
         return ran
+
+    def _after_step(self, total: int, metrics: Metrics) -> None:
+        """Evaluate every ``eval_freq`` steps, save every ``save_by_steps`` (and at the last step)."""
+        eng, step = self.config.Engine, self.state.step
+        if eng.eval_freq and step % eng.eval_freq == 0:
+            eval_loss = self.evaluate(eng.eval_iters)
+            self.module.validation_step_end({"step": step, "eval_loss": eval_loss})
+            metrics.log({"step": step, "epoch": self.state.epoch, "eval_loss": eval_loss})
+            self.module.model.train()
+        if eng.save_load.save_by_steps and (step % eng.save_load.save_by_steps == 0 or step == total):
+            self.save()
 
     def _progress(self, total: int):
         if not self.config.Engine.progress_bar or self.dist.rank != 0:
