@@ -258,12 +258,16 @@ def test_sigterm_during_save_keeps_the_previous_checkpoint(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marker.exists(), proc.communicate()[1]
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 130
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), proc.communicate()[1]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        proc.kill()  # never leave it sleeping if an assertion failed
+        proc.wait()
     assert [p.name for p in out.iterdir() if "step" in p.name] == ["step_00000002"]  # no step 4, no temporary left
     checkpoint._verified(out / "step_00000002")
     # the next run resumes from step 2: the log continues 3, 4 after the killed run's 1, 2
