@@ -16,6 +16,7 @@ import paddle
 
 from modbuild.engine.config import ConfigError, ModelSection
 from modbuild.engine.distributed import DistInfo
+from modbuild.engine.tp_state import TPLayout
 
 
 def _config(section: ModelSection, config_cls: type):
@@ -44,7 +45,8 @@ def _config(section: ModelSection, config_cls: type):
     return config
 
 
-def build_model(section: ModelSection, dist: DistInfo, seed: int) -> paddle.nn.Layer:
+def build_model(section: ModelSection, dist: DistInfo, seed: int) -> tuple[paddle.nn.Layer, TPLayout | None]:
+    """The network, and under TP how its checkpoints are gathered and split (`modbuild.engine.tp_state`)."""
     from modbuild.models import UnknownModel, causal_lm_class
 
     try:
@@ -58,11 +60,13 @@ def build_model(section: ModelSection, dist: DistInfo, seed: int) -> paddle.nn.L
     else:
         model = model_cls.from_pretrained(section.init_from, config=config)
     if dist.mp_degree == 1:
-        return model
+        return model, None
     return _tensor_parallel(model, model_cls, config, dist, seed)
 
 
-def _tensor_parallel(full: paddle.nn.Layer, model_cls: type, config, dist: DistInfo, seed: int) -> paddle.nn.Layer:
+def _tensor_parallel(
+    full: paddle.nn.Layer, model_cls: type, config, dist: DistInfo, seed: int
+) -> tuple[paddle.nn.Layer, TPLayout]:
     from modbuild.tp.worker import _load_split
 
     state = {name: tensor.numpy() for name, tensor in full.state_dict().items()}
@@ -72,4 +76,4 @@ def _tensor_parallel(full: paddle.nn.Layer, model_cls: type, config, dist: DistI
     model = model_cls(config)
     actions = model_cls.get_tensor_parallel_convert_actions(config, list(state), is_split=True)
     _load_split(model, state, actions)
-    return model
+    return model, TPLayout({n: list(v.shape) for n, v in state.items()}, actions, dist.mp_group)

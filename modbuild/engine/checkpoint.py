@@ -92,12 +92,16 @@ def _unique_to_structured(model: paddle.nn.Layer) -> dict[str, str]:
     return {p.name: name for name, p in model.named_parameters()}
 
 
-def save(output_dir: Path, model: paddle.nn.Layer, optimizer, state: TrainState, keep_last: int) -> Path:
+def local_state(model: paddle.nn.Layer, optimizer) -> tuple[dict, dict]:
+    """This process's model state and optimizer state, the latter keyed by structured parameter names."""
+    return model.state_dict(), _rename_optimizer_state(optimizer.state_dict(), _unique_to_structured(model))
+
+
+def save(output_dir: Path, model_state: dict, opt_state: dict, state: TrainState, keep_last: int) -> Path:
     """Write ``output_dir/step_<step>`` atomically, then delete all but the newest `keep_last`."""
     target = Path(output_dir) / f"step_{state.step:08d}"
     with atomic_directory(target) as tmp:
-        paddle.save(model.state_dict(), str(tmp / MODEL))
-        opt_state = _rename_optimizer_state(optimizer.state_dict(), _unique_to_structured(model))
+        paddle.save(model_state, str(tmp / MODEL))
         paddle.save(opt_state, str(tmp / OPTIMIZER))
         (tmp / STATE).write_bytes(pickle.dumps(state))
         files = {
@@ -153,35 +157,43 @@ def _verified(path: Path) -> dict:
     return meta
 
 
-def _check_shapes(file: Path, saved: dict, model: paddle.nn.Layer) -> None:
-    current = model.state_dict()
-    missing, unexpected = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
+def check_shapes(file: Path, saved: dict, expected: dict[str, list[int]]) -> None:
+    """Every parameter present, none extra, each of the expected shape; else CheckpointError naming the file."""
+    missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
             f"{file}: parameters differ from the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    for name, tensor in current.items():
-        if list(saved[name].shape) != list(tensor.shape):
+    for name, shape in expected.items():
+        if list(saved[name].shape) != list(shape):
             raise CheckpointError(
-                f"{file}: {name} has shape {list(saved[name].shape)} in the checkpoint, {list(tensor.shape)} in the model"
+                f"{file}: {name} has shape {list(saved[name].shape)} in the checkpoint, {list(shape)} in the model"
             )
 
 
-def load(path: Path, model: paddle.nn.Layer, optimizer) -> TrainState:
-    """Verify every file, check the parameters' names and shapes, then restore the model and optimizer.
-
-    Nothing is set until every check has passed, so a bad checkpoint leaves the model as it was.
-    """
+def read(path: Path) -> tuple[dict, dict, TrainState]:
+    """Verify every file of a checkpoint, then read (model state, optimizer state, training state)."""
     _verified(path)
     model_state = paddle.load(str(path / MODEL))
-    _check_shapes(path / MODEL, model_state, model)
-    structured = {v: k for k, v in _unique_to_structured(model).items()}
-    opt_state = _rename_optimizer_state(paddle.load(str(path / OPTIMIZER)), structured)
+    opt_state = paddle.load(str(path / OPTIMIZER))
     state = pickle.loads((path / STATE).read_bytes())
     if not isinstance(state, TrainState):
         raise CheckpointError(f"{path / STATE}: not a training state ({type(state).__name__})")
+    return model_state, opt_state, state
+
+
+def restore(path: Path, model: paddle.nn.Layer, optimizer, model_state: dict, opt_state: dict) -> None:
+    """Check the parameters' names and shapes, then set the model and optimizer (nothing is set on an error)."""
+    check_shapes(path / MODEL, model_state, {n: list(t.shape) for n, t in model.state_dict().items()})
+    structured = {v: k for k, v in _unique_to_structured(model).items()}
     model.set_state_dict(model_state)
-    set_state(optimizer, opt_state)
+    set_state(optimizer, _rename_optimizer_state(opt_state, structured))
+
+
+def load(path: Path, model: paddle.nn.Layer, optimizer) -> TrainState:
+    """`read` and `restore` in one process."""
+    model_state, opt_state, state = read(path)
+    restore(path, model, optimizer, model_state, opt_state)
     return state
 
 

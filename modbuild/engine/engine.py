@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import paddle
 
-from modbuild.engine import checkpoint, data
+from modbuild.engine import checkpoint, data, tp_state
 from modbuild.engine.config import Config, ConfigError
 from modbuild.engine.distributed import barrier, mean_over_dp, wrap
 from modbuild.engine.metrics import Metrics
@@ -57,10 +57,6 @@ class EagerEngine:
             raise ConfigError(
                 "Engine.mix_precision: enable/use_pure_fp16 needs a CUDA build of Paddle; this one is CPU-only "
                 "(no fp16/bf16 kernels). Set Engine.mix_precision.enable=false and use_pure_fp16=false."
-            )
-        if config.Distributed.mp_degree > 1 and eng.save_load.save_by_steps:
-            raise ConfigError(
-                "Engine.save_load.save_by_steps: checkpoints of a tensor-parallel run are not supported yet"
             )
         self.optimizer, self.lr_scheduler = module.configure_optimizers()
         self.scaler = None
@@ -224,26 +220,30 @@ class EagerEngine:
     # -------------------------------------------------------------------------------------------- save / load
 
     def save(self) -> Path | None:
-        """Checkpoint the current step into ``output_dir`` (rank 0 writes; DP ranks hold identical states)."""
+        """Checkpoint the current step into ``output_dir``. Under TP every rank gathers its slices into full
+        tensors first; rank 0 writes (data-parallel ranks hold identical states)."""
         self.state.lr_scheduler = self.lr_scheduler.state_dict()
         self.state.scaler = self.scaler.state_dict() if self.scaler is not None else None
         self.state.rng = checkpoint.capture_rng()
+        model_state, opt_state = checkpoint.local_state(self.module.network, self.optimizer)
+        if self.module.tp_layout is not None:
+            model_state, opt_state = tp_state.gather(model_state, opt_state, self.module.tp_layout)
         path = None
         if self.dist.rank == 0:
-            path = checkpoint.save(
-                self.output_dir,
-                self.module.network,
-                self.optimizer,
-                self.state,
-                self.config.Engine.save_load.keep_last,
-            )
+            keep = self.config.Engine.save_load.keep_last
+            path = checkpoint.save(self.output_dir, model_state, opt_state, self.state, keep)
         barrier(self.dist)
         return path
 
     def load(self, ckpt_dir: str | Path) -> Path:
         """Restore everything a checkpoint holds; ``ckpt_dir`` is one checkpoint or an output dir (the newest)."""
         path = checkpoint.resolve(ckpt_dir)
-        state = checkpoint.load(path, self.module.network, self.optimizer)
+        model_state, opt_state, state = checkpoint.read(path)
+        layout = self.module.tp_layout
+        if layout is not None:  # full tensors in the file: check them whole, then keep this rank's slices
+            checkpoint.check_shapes(path / checkpoint.MODEL, model_state, layout.full_shapes)
+            model_state, opt_state = tp_state.split(model_state, opt_state, layout)
+        checkpoint.restore(path, self.module.network, self.optimizer, model_state, opt_state)
         checkpoint.set_state(self.lr_scheduler, state.lr_scheduler)
         if self.scaler is not None and state.scaler is not None:
             self.scaler.load_state_dict(state.scaler)

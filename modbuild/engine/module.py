@@ -15,10 +15,13 @@ import paddle
 
 from modbuild.engine.config import Config
 from modbuild.engine.distributed import DistInfo, init
+from modbuild.engine.tp_state import TPLayout
 
 
 class BasicModule:
     """Subclass and implement ``get_model``, ``training_step`` and ``configure_optimizers``; the rest have defaults."""
+
+    tp_layout: TPLayout | None = None  # set by a tensor-parallel module: how its checkpoints are gathered and split
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -70,7 +73,8 @@ class CausalLMModule(BasicModule):
     def get_model(self) -> paddle.nn.Layer:
         from modbuild.engine.build import build_model
 
-        return build_model(self.config.Model, self.dist, self.config.Global.seed)
+        model, self.tp_layout = build_model(self.config.Model, self.dist, self.config.Global.seed)
+        return model
 
     def pretreating_batch(self, batch: np.ndarray) -> paddle.Tensor:
         return paddle.to_tensor(batch)
