@@ -147,6 +147,9 @@ def test_dataset_shorter_than_a_batch(tmp_path):
     short.write_text("too short " * 20)  # 200 bytes: 6 windows of 32, fewer than a batch of 4 + eval
     with pytest.raises(DataError, match=r"fewer than one batch of 4"):
         make_engine(tmp_path, f"Data.source={short}", "Data.eval_fraction=0.5").fit()
+    with pytest.raises(DataError, match=r"the eval split has 0 windows, fewer than one batch of 2"):
+        make_engine(tmp_path, "Data.eval_fraction=0.0", "Engine.eval_freq=2").fit()
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 # ------------------------------------------------------------------------------------------- bad checkpoints

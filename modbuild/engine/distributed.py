@@ -81,7 +81,9 @@ def _init(dp_degree: int, mp_degree: int, seed: int) -> DistInfo:
     )
 
 
-def wrap(model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, info: DistInfo):
+def wrap(
+    model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, info: DistInfo
+) -> tuple[paddle.nn.Layer, paddle.optimizer.Optimizer]:
     """Fleet's wrappers when several processes run: DataParallel / TensorParallel and the hybrid-parallel
     optimizer (whose global-norm clip sums over the model-parallel group)."""
     if not info.distributed:

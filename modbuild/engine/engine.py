@@ -145,6 +145,12 @@ class EagerEngine:
             self.config.Data.shuffle,
         )
         total = self._total_steps(batches)
+        if eng.eval_freq and len(self.eval_rows) < self.micro_rows * self.dist.dp_degree:
+            # found now, not after eval_freq steps of training
+            raise data.DataError(
+                f"Engine.eval_freq is set but the eval split has {len(self.eval_rows)} windows, fewer than one batch "
+                f"of {self.micro_rows * self.dist.dp_degree}; raise Data.eval_fraction or set Engine.eval_freq=0"
+            )
         metrics = Metrics(self.output_dir, enabled=self.dist.rank == 0, start_step=self.state.step)
         bar = self._progress(total)
         clock = _Clock(tokens_per_step=rows_per_rank * self.dist.dp_degree * self.config.Data.seq_length)
