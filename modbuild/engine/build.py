@@ -2,7 +2,7 @@
 for tensor parallelism when ``mp_degree > 1``.
 
 Under TP every rank first builds (or loads) the full single-process model from the same seed, then keeps its
-slice, through the model's own TP mappings (``modbuild.tp.worker._load_split``, which checks every shape): TP=2
+slice, through the model's own TP mappings (``modbuild.tp.worker.load_split``, which checks every shape): TP=2
 then starts from exactly the weights TP=1 starts from.
 """
 
@@ -67,7 +67,7 @@ def build_model(section: ModelSection, dist: DistInfo, seed: int) -> tuple[paddl
 def _tensor_parallel(
     full: paddle.nn.Layer, model_cls: type, config, dist: DistInfo, seed: int
 ) -> tuple[paddle.nn.Layer, TPLayout]:
-    from modbuild.tp.worker import _load_split
+    from modbuild.tp.worker import load_split
 
     state = {name: tensor.numpy() for name, tensor in full.state_dict().items()}
     config.tensor_parallel_degree = dist.mp_degree
@@ -75,5 +75,5 @@ def _tensor_parallel(
     paddle.seed(seed)
     model = model_cls(config)
     actions = model_cls.get_tensor_parallel_convert_actions(config, list(state), is_split=True)
-    _load_split(model, state, actions)
+    load_split(model, state, actions)
     return model, TPLayout({n: list(v.shape) for n, v in state.items()}, actions, dist.mp_group)

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from modbuild.tp.launch import ROOT, _launch_env, _log_tails, _one_launch_at_a_time, _stop_launch
+from modbuild.tp.launch import ROOT, launch_env, log_tails, one_launch_at_a_time, stop_launch
 
 SCRIPT = Path(__file__).resolve().with_name("run.py")
 
@@ -29,11 +29,11 @@ def launch(args: list[str], nproc: int, timeout: float = 600, log_dir: Path | No
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="engine_launch_"))
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc)]
     cmd += ["--log_dir", str(log_dir), str(SCRIPT), *args]
-    with _one_launch_at_a_time():
+    with one_launch_at_a_time():
         proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
-            env=_launch_env({"OMP_NUM_THREADS": "1"}),
+            env=launch_env({"OMP_NUM_THREADS": "1"}),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -42,9 +42,9 @@ def launch(args: list[str], nproc: int, timeout: float = 600, log_dir: Path | No
         try:
             output, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _stop_launch(proc)
+            stop_launch(proc)
             output, _ = proc.communicate()
-    logs = _log_tails(log_dir)
+    logs = log_tails(log_dir)
     if proc.returncode:
         print(f"{' '.join(cmd)} failed (exit {proc.returncode})\n{output[-3000:]}\n{logs}", file=sys.stderr)
     return Launched(proc.returncode, output, logs)
