@@ -1,4 +1,5 @@
-"""`modbuild convert PATH...`: convert the modular files of any tree, without doit; `modbuild new`: a new model.
+"""`modbuild convert PATH...`: convert the modular files of any tree, without doit; `modbuild new`: a new model;
+`modbuild train|evaluate CONFIG.yaml`: the training engine (`modbuild.engine.cli`).
 
 PATH is a modular file, a model directory, or a whole tree. The layout is read from the tree
 (`modbuild.layout`): this repository's `modular/` + `generated/`, HF transformers' `models/<m>/`, or
@@ -157,7 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     new.add_argument("--from", dest="parent", required=True, metavar="PARENT", help="the model it derives from")
     new.add_argument("--prefix", help="its class prefix (default: from the name, my_llama -> MyLlama)")
     new.add_argument("--root", default=".", help="the project root holding modular/ and generated/")
+    from modbuild.engine.cli import add_commands  # imports no paddle until a command runs
+
+    add_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in ("train", "evaluate"):
+        from modbuild.engine.cli import run as run_engine
+
+        return run_engine(args.command, args.config, args.override)
     try:
         return convert_command(args) if args.command == "convert" else new_command(args)
     except GraphError as exc:

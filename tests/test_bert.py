@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from modbuild.models import UnknownModel, model_class
 from modbuild.weights import WeightsError, convert_hf_to_paddle, convert_paddle_to_hf
+from modbuild.weights.cli import main
 
 TINY = {
     "vocab_size": 96,
@@ -53,6 +55,10 @@ def _rewrite(src: Path, dst: Path, edit) -> Path:
     tensors = edit(load_file(src / "model.safetensors"))
     save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
     return dst
+
+
+def _skipped(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "modbuild.weights.convert"]
 
 
 def _same_tensors(a: Path, b: Path) -> bool:
@@ -115,7 +121,7 @@ def test_both_spellings_of_one_parameter_is_an_error(hf_dirs, tmp_path: Path):
     assert not (tmp_path / "out").exists()
 
 
-def test_buffers_present_or_absent_convert_the_same(hf_dirs, tmp_path: Path):
+def test_buffers_present_or_absent_convert_the_same(hf_dirs, tmp_path: Path, caplog):
     def with_buffers(tensors):
         length = TINY["max_position_embeddings"]
         return tensors | {
@@ -124,12 +130,20 @@ def test_buffers_present_or_absent_convert_the_same(hf_dirs, tmp_path: Path):
         }
 
     src = _rewrite(hf_dirs["BertModel"], tmp_path / "buffers", with_buffers)
-    convert_hf_to_paddle(src, tmp_path / "a")
-    convert_hf_to_paddle(hf_dirs["BertModel"], tmp_path / "b")
+    with caplog.at_level(logging.INFO, logger="modbuild.weights.convert"):
+        convert_hf_to_paddle(src, tmp_path / "a")
+    assert _skipped(caplog) == [
+        "skipped embeddings.position_ids: a buffer, not a parameter",
+        "skipped embeddings.token_type_ids: a buffer, not a parameter",
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="modbuild.weights.convert"):
+        convert_hf_to_paddle(hf_dirs["BertModel"], tmp_path / "b")
+    assert not _skipped(caplog)
     assert _same_tensors(tmp_path / "a", tmp_path / "b")
 
 
-def test_a_stored_tied_decoder_is_checked_then_skipped(hf_dirs, tmp_path: Path):
+def test_a_stored_tied_decoder_is_checked_then_skipped(hf_dirs, tmp_path: Path, capsys):
     def tied(tensors):
         return tensors | {
             "cls.predictions.decoder.weight": tensors["bert.embeddings.word_embeddings.weight"],
@@ -137,7 +151,10 @@ def test_a_stored_tied_decoder_is_checked_then_skipped(hf_dirs, tmp_path: Path):
         }
 
     src = _rewrite(hf_dirs["BertForMaskedLM"], tmp_path / "tied", tied)
-    convert_hf_to_paddle(src, tmp_path / "a")
+    assert main(["hf2paddle", "--src", str(src), "--dst", str(tmp_path / "a"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped cls.predictions.decoder.weight: tied to bert.embeddings.word_embeddings.weight" in err
+    assert "skipped cls.predictions.decoder.bias: tied to cls.predictions.bias, checked equal" in err
     convert_hf_to_paddle(hf_dirs["BertForMaskedLM"], tmp_path / "b")
     assert _same_tensors(tmp_path / "a", tmp_path / "b")
 

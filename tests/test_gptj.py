@@ -2,6 +2,7 @@
 bad inputs, the TP split rules, and the interleaved partial RoPE against HF's own functions."""
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,11 @@ from modbuild.weights.cli import main
 # head_dim 16 with rotary_dim 8: half of each head rotated, half passed through.
 TINY = {"vocab_size": 96, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 32, "rotary_dim": 8, "n_inner": 96}
 BUFFER_REASON = "causal-mask buffers"
+
+
+def skipped(caplog) -> list[str]:
+    """The keys the converter reported skipping (it logs each, with its reason, at INFO)."""
+    return [r.getMessage() for r in caplog.records if r.name == "modbuild.weights.convert"]
 
 
 @pytest.fixture(scope="module")
@@ -70,44 +76,47 @@ def test_name_mappings_cover_hf_state_dict_exactly(hf_dir):
     assert by_source["lm_head.bias"] == ("lm_head.bias", None)
 
 
-def test_converted_matches_hf_logits_and_round_trips_bit_exact(hf_dir, tmp_path):
-    conversion = convert_hf_to_paddle(hf_dir, tmp_path / "pd")
-    assert conversion.skipped == ()
+def test_converted_matches_hf_logits_and_round_trips_bit_exact(hf_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="modbuild.weights")
+    paddle_dir = convert_hf_to_paddle(hf_dir, tmp_path / "pd")
     ids = np.random.default_rng(0).integers(0, TINY["vocab_size"], size=(2, 12))
     net = transformers.GPTJForCausalLM.from_pretrained(hf_dir).eval()
     with torch.no_grad():
         expected = net(torch.tensor(ids)).logits.numpy()
-    ours = GPTJForCausalLM.from_pretrained(conversion.path, dtype="float32").eval()
+    ours = GPTJForCausalLM.from_pretrained(paddle_dir, dtype="float32").eval()
     with paddle.no_grad():
         got = ours(paddle.to_tensor(ids), return_dict=True).logits.numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
-    back = convert_paddle_to_hf(conversion.path, tmp_path / "rt")
-    assert back.skipped == ()
-    assert (back.path / "model.safetensors").read_bytes() == (hf_dir / "model.safetensors").read_bytes()
-    assert json.loads((back.path / "config.json").read_text())["rotary_dim"] == TINY["rotary_dim"]
+    back = convert_paddle_to_hf(paddle_dir, tmp_path / "rt")
+    assert (back / "model.safetensors").read_bytes() == (hf_dir / "model.safetensors").read_bytes()
+    assert json.loads((back / "config.json").read_text())["rotary_dim"] == TINY["rotary_dim"]
+    assert skipped(caplog) == []
 
 
-def test_old_checkpoint_buffers_are_skipped_and_reported(hf_dir, tmp_path):
+def test_old_checkpoint_buffers_are_skipped_and_reported(hf_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="modbuild.weights")
     old = old_style(hf_dir, tmp_path / "old")
-    conversion = convert_hf_to_paddle(old, tmp_path / "from_old")
-    expected = sorted(f"transformer.h.{i}.attn.{b}" for i in range(TINY["n_layer"]) for b in ("bias", "masked_bias"))
-    assert [s.key for s in conversion.skipped] == expected
-    assert all(BUFFER_REASON in s.reason for s in conversion.skipped)
+    from_old = convert_hf_to_paddle(old, tmp_path / "from_old")
+    keys = sorted(f"transformer.h.{i}.attn.{b}" for i in range(TINY["n_layer"]) for b in ("bias", "masked_bias"))
+    messages = skipped(caplog)
+    assert [m.split(":")[0] for m in messages] == [f"skipped {key}" for key in keys]
+    assert all(BUFFER_REASON in m for m in messages)
     # The same weights as the buffer-free checkpoint gives, and back to the buffer-free HF file.
-    new = convert_hf_to_paddle(hf_dir, tmp_path / "from_new")
-    assert (conversion.path / "model.safetensors").read_bytes() == (new.path / "model.safetensors").read_bytes()
-    back = convert_paddle_to_hf(conversion.path, tmp_path / "rt")
-    assert (back.path / "model.safetensors").read_bytes() == (hf_dir / "model.safetensors").read_bytes()
+    from_new = convert_hf_to_paddle(hf_dir, tmp_path / "from_new")
+    assert (from_old / "model.safetensors").read_bytes() == (from_new / "model.safetensors").read_bytes()
+    back = convert_paddle_to_hf(from_old, tmp_path / "rt")
+    assert (back / "model.safetensors").read_bytes() == (hf_dir / "model.safetensors").read_bytes()
 
 
 def test_cli_prints_every_skipped_key(hf_dir, tmp_path, capsys):
     old = old_style(hf_dir, tmp_path / "old")
     assert main(["hf2paddle", "--src", str(old), "--dst", str(tmp_path / "pd"), "--no-progress"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == str(tmp_path / "pd")
-    assert len(lines) == 1 + 2 * TINY["n_layer"]
-    assert lines[1].startswith("skipped transformer.h.0.attn.bias: ") and BUFFER_REASON in lines[1]
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [str(tmp_path / "pd")]
+    lines = [line for line in err.splitlines() if line.startswith("skipped ")]
+    assert len(lines) == 2 * TINY["n_layer"]
+    assert lines[0].startswith("skipped transformer.h.0.attn.bias: ") and BUFFER_REASON in lines[0]
 
 
 BAD_INPUTS = {

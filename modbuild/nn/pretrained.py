@@ -4,10 +4,10 @@ derived from the TP plan, weight initialisation and the causal LM loss.
 The parameter layout is HF's decoder-only one: ``embed_tokens``, ``layers.N.*``, ``norm`` in the base model
 (``model.`` in HF checkpoints, ``<base_model_prefix>.`` here), and ``lm_head`` unless the embeddings are tied.
 A model lists its decoder layer's parameters in ``_layer_param_actions`` (and extends ``_base_param_actions`` for
-other base-model parameters); ``_lm_head_bias`` gives the untied ``lm_head`` a bias. A checkpoint that spells the layout otherwise (GPT-J:
-``transformer.wte``, ``transformer.h.N.attn.out_proj``, ``transformer.ln_f``) sets ``_hf_base_prefix`` and
-``_hf_renames`` (our name segment -> HF's). ``_checkpoint_skips`` declares the keys a checkpoint may carry
-that are not parameters (``modbuild.weights.convert`` skips and reports them).
+other base-model parameters); ``_lm_head_bias`` gives the untied ``lm_head`` a bias. A checkpoint that spells the
+layout otherwise (GPT-J: ``transformer.wte``, ``transformer.h.N.attn.out_proj``, ``transformer.ln_f``) sets
+``_hf_base_prefix`` and ``_hf_renames`` (our name segment -> HF's). ``_checkpoint_skips`` declares the keys a
+checkpoint may carry that are not parameters (``modbuild.weights.convert`` skips and logs them).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ class DecoderPretrainedModel(PretrainedModel):
     # The base model's prefix in HF checkpoints, and our name segments that HF spells otherwise.
     _hf_base_prefix: ClassVar[str] = "model"
     _hf_renames: ClassVar[dict[str, str]] = {}
-    # Checkpoint keys (regex, searched) that are buffers, not parameters -> why; skipped and reported on conversion.
+    # Checkpoint keys that are not parameters -> why the weight converter skips them.
     _checkpoint_skips: ClassVar[dict[str, str]] = {
-        r"(^|\.)rotary_emb\.inv_freq$": "RoPE inverse frequencies: a non-persistent buffer, recomputed from the config",
+        r"(^|\.)rotary_emb\.inv_freq$": "a buffer older HF checkpoints carry; recomputed from the config",
     }
 
     @classmethod

@@ -64,7 +64,7 @@ def _models_root() -> Path:
     return Path(generated.__file__).resolve().parent.parent
 
 
-def _launch_env(extra_env: Mapping[str, str] | None) -> dict[str, str]:
+def launch_env(extra_env: Mapping[str, str] | None) -> dict[str, str]:
     # Inherited PADDLE_* / FLAGS_selected_* (e.g. when called from inside another launch) would confuse the launcher.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PADDLE_", "FLAGS_selected_"))}
     if not _compiled_with_cuda():
@@ -83,7 +83,7 @@ def _launch_env(extra_env: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
-def _log_tails(log_dir: Path, lines: int = 40) -> str:
+def log_tails(log_dir: Path, lines: int = 40) -> str:
     chunks = []
     for log in sorted(log_dir.glob("*log*")):
         if log.is_file():
@@ -105,7 +105,7 @@ def _child_pids(pid: int) -> list[int]:
     return children
 
 
-def _stop_launch(proc: subprocess.Popen) -> None:
+def stop_launch(proc: subprocess.Popen) -> None:
     """Stop the launcher and its workers, which the launcher starts in sessions of their own."""
     workers = _child_pids(proc.pid)
     proc.send_signal(signal.SIGTERM)  # the launcher's handler terminates its workers
@@ -122,7 +122,7 @@ def _stop_launch(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def _one_launch_at_a_time() -> Iterator[None]:
+def one_launch_at_a_time() -> Iterator[None]:
     """Two launches at once (`doit -n 2 verify`) race for the rendezvous and gloo ports; a worker was seen
     aborting with SIGABRT. One launch keeps both cores busy anyway, so launches take turns."""
     with open(Path(tempfile.gettempdir()) / "modbuild-tp-launch.lock", "w") as lock:
@@ -146,11 +146,11 @@ def _launch(worker_args: list[str], timeout: float, extra_env: Mapping[str, str]
         "--out",
         str(out),
     ]
-    with _one_launch_at_a_time():
+    with one_launch_at_a_time():
         proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
-            env=_launch_env(extra_env),
+            env=launch_env(extra_env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -159,10 +159,10 @@ def _launch(worker_args: list[str], timeout: float, extra_env: Mapping[str, str]
         try:
             launcher_output, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _stop_launch(proc)
+            stop_launch(proc)
             launcher_output, _ = proc.communicate()
             raise TPCheckError(
-                f"TP check timed out after {timeout:.0f} s: {' '.join(cmd)}\n{_log_tails(log_dir)}"
+                f"TP check timed out after {timeout:.0f} s: {' '.join(cmd)}\n{log_tails(log_dir)}"
             ) from None
     if proc.returncode != 0 and out.exists():
         # rank 0 writes the result atomically after the last collective: a crash after it (at teardown) does not
@@ -175,7 +175,7 @@ def _launch(worker_args: list[str], timeout: float, extra_env: Mapping[str, str]
         tail = "\n".join(launcher_output.splitlines()[-20:])
         raise TPCheckError(
             f"TP check failed (exit {proc.returncode}): {' '.join(cmd)}\n--- launcher ---\n{tail}\n"
-            f"{_log_tails(log_dir)}"
+            f"{log_tails(log_dir)}"
         )
     result = json.loads(out.read_text())
     shutil.rmtree(log_dir, ignore_errors=True)

@@ -109,7 +109,7 @@ def _gather(tensor, group, axis: int) -> np.ndarray:
     return np.concatenate([p.numpy() for p in parts], axis=axis)
 
 
-def _load_split(model, full_state: dict[str, np.ndarray], actions: dict) -> int:
+def load_split(model, full_state: dict[str, np.ndarray], actions: dict) -> int:
     """Load this rank's split of the full checkpoint; every split must match the TP layer it feeds."""
     local_state = model.state_dict()
     if set(local_state) != set(full_state):
@@ -170,7 +170,7 @@ def _run_case(case: Case, hcg) -> tuple[dict, np.ndarray, dict[str, np.ndarray]]
     model = model_cls(tp_config)
     model.eval()
     actions = model_cls.get_tensor_parallel_convert_actions(tp_config, list(full_state), is_split=True)
-    split = _load_split(model, full_state, actions)
+    split = load_split(model, full_state, actions)
     if case.sequence_parallel:
         register_sequence_parallel_allreduce_hooks(model, accumulation_steps=1, fuse_sequence_parallel_allreduce=False)
 
@@ -344,7 +344,7 @@ def train_worker(model_name: str, sequence_parallel: bool = True) -> dict:
         )
         model = model_cls(tp_config)
         actions = model_cls.get_tensor_parallel_convert_actions(tp_config, list(full_state), is_split=True)
-        split = _load_split(model, full_state, actions)
+        split = load_split(model, full_state, actions)
         if sp:
             register_sequence_parallel_allreduce_hooks(
                 model, accumulation_steps=cfg.accumulation, fuse_sequence_parallel_allreduce=False

@@ -16,7 +16,7 @@ import paddlenlp.transformers as reference_models
 from modbuild.verify.paddle_run import max_abs, randomize
 from modbuild.verify.record import Record, first_line
 from modbuild.verify.specs import TINY, generated, left_padded_batch, spec
-from modbuild.weights.convert import checkpoint_skips
+from modbuild.weights.convert import skip_rules
 
 BOUNDS = {"logits": 1e-5, "missing_keys": 0.0}
 
@@ -64,7 +64,7 @@ def _hf_names(cls: type, config, names) -> dict[str, str]:
 def reference_keys(ours: paddle.nn.Layer, reference: paddle.nn.Layer) -> set[str]:
     """The reference's state-dict keys less those our model declares to be buffers (`_checkpoint_skips`: PaddleNLP's
     GPT-J keeps its causal mask `attn.bias` in its state dict); the reference builds those itself."""
-    skips = checkpoint_skips(type(ours))
+    skips = skip_rules(type(ours))
     return {key for key in reference.state_dict() if not any(re.search(pattern, key) for pattern in skips)}
 
 

@@ -2,24 +2,16 @@
 
 Library entry points (the CLI in ``cli.py`` wraps them)::
 
-    convert_hf_to_paddle(src, dst, model=None)   # HF dir -> Paddle dir (from_pretrained-loadable): a Conversion
-    convert_paddle_to_hf(src, dst, model=None)   # and back, bit-exact; Conversion.path, .skipped (key, reason)
+    convert_hf_to_paddle(src, dst, model=None)   # HF dir -> Paddle dir (from_pretrained-loadable)
+    convert_paddle_to_hf(src, dst, model=None)   # and back, bit-exact
     split_tensor_parallel(src, dst, tp, model=None)  # full Paddle dir -> per-rank tpXX files
 """
 
-from modbuild.weights.convert import (
-    Conversion,
-    SkippedKey,
-    convert_hf_to_paddle,
-    convert_paddle_to_hf,
-    resolve_model,
-)
+from modbuild.weights.convert import convert_hf_to_paddle, convert_paddle_to_hf, resolve_model
 from modbuild.weights.hf import WeightsError, normalise_hf_config
 from modbuild.weights.split import split_tensor_parallel
 
 __all__ = [
-    "Conversion",
-    "SkippedKey",
     "WeightsError",
     "convert_hf_to_paddle",
     "convert_paddle_to_hf",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -40,14 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The converter logs every checkpoint key it skips, and why: shown on stderr.
+    handler = logging.StreamHandler(sys.stderr)
+    logger = logging.getLogger("modbuild.weights")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return _run(args)
+    finally:
+        logger.removeHandler(handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     try:
         if args.command == "hf2paddle":
-            conversion = convert_hf_to_paddle(args.src, args.dst, args.model, progress=progress, naming=args.naming)
-            out = conversion.report()  # the output directory, then every skipped key with its reason
+            out = convert_hf_to_paddle(args.src, args.dst, args.model, progress=progress, naming=args.naming)
         elif args.command == "paddle2hf":
-            conversion = convert_paddle_to_hf(args.src, args.dst, args.model, progress=progress, naming=args.naming)
-            out = conversion.report()
+            out = convert_paddle_to_hf(args.src, args.dst, args.model, progress=progress, naming=args.naming)
         else:
             out = split_tensor_parallel(args.src, args.dst, args.tp, args.model, progress=progress)
     except WeightsError as exc:

@@ -5,29 +5,22 @@ the generated model itself, built under ``paddle.LazyGuard`` with weight init of
 storage, so this is cheap even for a 70B config. The whole input is validated (names, shapes, shard headers)
 before the first byte is written, and the output is built in a temporary directory renamed into place.
 
-Skipped keys are declared, never guessed. A checkpoint key is converted when the model's mappings name it; it is
-skipped only when the model class declares it:
-
-- ``_checkpoint_skips: ClassVar[dict[str, str]]``, regex (``re.search`` on the checkpoint key) -> reason: buffers
-  and heads the model does not hold. ``DecoderPretrainedModel`` declares RoPE's ``rotary_emb.inv_freq``; GPT-J its
-  causal-mask buffers ``attn.bias`` / ``attn.masked_bias``; BERT ``position_ids`` / ``token_type_ids``.
-- ``_checkpoint_tied: ClassVar[dict[str, str]]``, stored copy -> the parameter it is tied to: skipped once checked
-  equal to that parameter (``check_tied``).
-
-``convert_hf_to_paddle`` / ``convert_paddle_to_hf`` return a ``Conversion``: the output directory and every skipped
-key with its reason (the CLI prints them). Any other key is an "unexpected keys" error listing them all, as are
-missing parameters and shape mismatches.
+A checkpoint key that maps to no parameter is an error unless the model class explains it (``skip_rules``):
+``_checkpoint_skips`` maps a regex to the reason (buffers some checkpoints carry: ``rotary_emb.inv_freq``, BERT's
+``position_ids``), ``_checkpoint_tied`` a stored copy of a tied parameter to that parameter (checked equal). Every
+skipped key is logged with its reason on the ``modbuild.weights.convert`` logger (INFO; the CLI prints them).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import logging
 import math
 import os
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +42,7 @@ from modbuild.weights.hf import (
 )
 from modbuild.weights.naming import NAMINGS, canonical_names, check_paddlenlp_names
 
+log = logging.getLogger(__name__)
 DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2}
 DTYPE_SIZES |= {"I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 _NUMPY_CODES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "float8_e5m2": "F8_E5M2", "float8_e4m3fn": "F8_E4M3"}
@@ -99,33 +93,6 @@ class Entry:
     shape: tuple[int, ...]  # output shape
 
 
-@dataclass(frozen=True)
-class SkippedKey:
-    key: str  # as stored in the input checkpoint
-    reason: str  # the model's declaration (``_checkpoint_skips`` / ``_checkpoint_tied``)
-
-
-@dataclass(frozen=True)
-class Conversion:
-    """A finished conversion: the output directory and every input key it did not convert, with why."""
-
-    path: Path
-    skipped: tuple[SkippedKey, ...] = ()
-
-    def report(self) -> str:
-        """``<path>`` then one ``skipped <key>: <reason>`` line per skipped key."""
-        return "\n".join([str(self.path), *(f"skipped {s.key}: {s.reason}" for s in self.skipped)])
-
-
-def checkpoint_skips(cls: type) -> dict[str, str]:
-    """Regex -> reason for every key ``cls`` declares not to be a parameter it converts (module docstring)."""
-    tied = {
-        f"^{re.escape(copy)}$": f"a stored copy of {parameter}, which this model ties it to (checked equal)"
-        for copy, parameter in getattr(cls, "_checkpoint_tied", {}).items()
-    }
-    return getattr(cls, "_checkpoint_skips", {}) | tied
-
-
 def resolve_model(model_type: str | None, architectures: list[str] | None = None) -> type:
     """The generated class for a ``model_type``: the one ``architectures`` names (``BertModel``), else its causal LM."""
     try:
@@ -173,26 +140,47 @@ def name_pairs(cls: type, config, expected: dict[str, tuple[int, ...]]) -> list[
     return pairs
 
 
+def skip_rules(cls: type) -> dict[str, str]:
+    """Checkpoint keys that are not parameters, as the model class declares them: ``_checkpoint_skips`` (a regex ->
+    why: buffers such as ``rotary_emb.inv_freq`` or BERT's ``position_ids``) and ``_checkpoint_tied`` (a stored copy
+    of a tied parameter -> that parameter; ``check_tied`` reads both and refuses a copy that differs)."""
+    rules = dict(getattr(cls, "_checkpoint_skips", {}))
+    tied = getattr(cls, "_checkpoint_tied", {})
+    return rules | {f"^{re.escape(copy)}$": f"tied to {parameter}, checked equal" for copy, parameter in tied.items()}
+
+
+def skipped_keys(
+    checkpoint: Checkpoint, pairs: list[tuple[str, str, bool]], rules: dict[str, str], canonical: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(key, why) for every checkpoint key that maps to no parameter but a skip rule explains; logged at INFO, so
+    that nothing is dropped unsaid. A key neither mapped nor explained stays an error (``plan_shards``)."""
+    mapped = {src for src, _, _ in pairs}
+    compiled = [(re.compile(pattern), reason) for pattern, reason in rules.items()]
+    skipped = []
+    for name in sorted(checkpoint.tensors):
+        if canonical.get(name, name) in mapped:
+            continue
+        reason = next((why for pattern, why in compiled if pattern.search(name)), None)
+        if reason is not None:
+            skipped.append((name, reason))
+            log.info("skipped %s: %s", name, reason)
+    return skipped
+
+
 def plan_shards(
     checkpoint: Checkpoint,
     pairs: list[tuple[str, str, bool]],
     out_shapes: dict[str, tuple[int, ...]],
     canonical: dict[str, str] | None = None,
-    skips: dict[str, str] | None = None,
-) -> tuple[dict[str, list[Entry]], list[SkippedKey]]:
-    """Per input shard, the entries to write, and the keys ``skips`` (regex -> reason) declares not to convert;
-    raises one WeightsError naming every missing, unexpected (neither mapped nor declared) and mis-shaped key.
-    ``canonical`` reads a checkpoint name as another (a legacy spelling: ``naming.canonical_names``)."""
+    skipped: Collection[str] = (),
+) -> dict[str, list[Entry]]:
+    """Per input shard, the entries to write; raises one WeightsError naming every bad key and shape.
+    ``canonical`` reads a checkpoint name as another (a legacy spelling: ``naming.canonical_names``); ``skipped``
+    names are not parameters (``skipped_keys``)."""
     by_src = {src: (dst, transpose) for src, dst, transpose in pairs}
     stored = {(canonical or {}).get(name, name): name for name in checkpoint.tensors}
     missing = sorted(set(by_src) - set(stored))
-    skipped, unexpected = [], []
-    for name in sorted(n for c, n in stored.items() if c not in by_src):
-        reason = next((why for pattern, why in (skips or {}).items() if re.search(pattern, name)), None)
-        if reason is None:
-            unexpected.append(name)
-        else:
-            skipped.append(SkippedKey(name, reason))
+    unexpected = sorted(n for c, n in stored.items() if c not in by_src and n not in skipped)
     mismatched, plan = [], {shard: [] for shard in checkpoint.shards}
     for name, (dst, transpose) in by_src.items():
         src = stored.get(name)
@@ -215,8 +203,7 @@ def plan_shards(
     if problems:
         raise WeightsError(f"{checkpoint.directory}: " + "; ".join(problems))
     # safetensors' own storage order (wider dtypes first, then by name), so round trips are byte-identical.
-    order = {shard: sorted(es, key=lambda e: (-DTYPE_SIZES[e.dtype], e.dst)) for shard, es in plan.items() if es}
-    return order, skipped
+    return {shard: sorted(es, key=lambda e: (-DTYPE_SIZES[e.dtype], e.dst)) for shard, es in plan.items() if es}
 
 
 _TILE = 64  # 64x64 fp32 tiles (16 KB in, 16 KB out) stay in L1/L2 while transposed
@@ -369,7 +356,7 @@ def _paddle_names(cls: type, config, expected: dict[str, tuple[int, ...]], namin
 
 def convert_hf_to_paddle(
     src: str | Path, dst: str | Path, model: str | None = None, progress: bool = False, naming: str = "hf"
-) -> Conversion:
+) -> Path:
     """HF directory (config.json + safetensors, single or sharded) -> Paddle checkpoint loadable by the generated
     model's ``from_pretrained(dst)`` (``naming="paddlenlp"``: by PaddleNLP's hand-written model's). Shards keep the
     input's file names and split; legacy names (``gamma``/``beta``) are read and written in the current form."""
@@ -382,16 +369,15 @@ def convert_hf_to_paddle(
     pairs = [(hf, names[pd], t) for hf, pd, t in name_pairs(cls, config, expected)]
     checkpoint = scan_checkpoint(src)
     canonical = canonical_names(list(checkpoint.tensors), cls)
-    out_shapes = {names[n]: shape for n, shape in expected.items()}
-    plan, skipped = plan_shards(checkpoint, pairs, out_shapes, canonical, checkpoint_skips(cls))
+    skipped = skipped_keys(checkpoint, pairs, skip_rules(cls), canonical)
+    plan = plan_shards(checkpoint, pairs, {names[n]: shape for n, shape in expected.items()}, canonical, dict(skipped))
     check_tied(checkpoint, getattr(cls, "_checkpoint_tied", {}), canonical)
-    path = _convert(src, dst, checkpoint, plan, config.save_pretrained, {"format": "np"}, progress)
-    return Conversion(path, tuple(skipped))
+    return _convert(src, dst, checkpoint, plan, config.save_pretrained, {"format": "np"}, progress)
 
 
 def convert_paddle_to_hf(
     src: str | Path, dst: str | Path, model: str | None = None, progress: bool = False, naming: str = "hf"
-) -> Conversion:
+) -> Path:
     """Paddle checkpoint (as written by ``convert_hf_to_paddle`` or paddlenlp; ``naming="paddlenlp"`` for PaddleNLP's
     hand-written model's names) -> HF directory for transformers."""
     src, dst = Path(src), Path(dst)
@@ -403,11 +389,11 @@ def convert_paddle_to_hf(
     pairs = [(names[pd], hf, t) for hf, pd, t in name_pairs(cls, config, expected)]
     out_shapes = {hf: expected[pd][::-1] if t else expected[pd] for hf, pd, t in name_pairs(cls, config, expected)}
     checkpoint = scan_checkpoint(src)
-    plan, skipped = plan_shards(checkpoint, pairs, out_shapes, skips=checkpoint_skips(cls))
+    skipped = skipped_keys(checkpoint, pairs, getattr(cls, "_checkpoint_skips", {}), {})
+    plan = plan_shards(checkpoint, pairs, out_shapes, skipped=dict(skipped))
 
     def write_config(directory: Path) -> None:
         text = json.dumps(hf_config_from_paddle(raw, cls), indent=2, sort_keys=True) + "\n"
         (directory / CONFIG_NAME).write_text(text)
 
-    path = _convert(src, dst, checkpoint, plan, write_config, {"format": "pt"}, progress)
-    return Conversion(path, tuple(skipped))
+    return _convert(src, dst, checkpoint, plan, write_config, {"format": "pt"}, progress)

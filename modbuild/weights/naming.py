@@ -20,13 +20,8 @@ NAMINGS = ("hf", "paddlenlp")  # "hf": the generated model's own names, which ar
 
 def canonical_names(names: list[str], cls: type) -> dict[str, str]:
     """Checkpoint name -> the name the model's mappings use; legacy spellings resolved, conflicts refused."""
-    aliases = [(re.compile(pattern), replacement) for pattern, replacement in _aliases(cls).items()]
-    canonical = {}
-    for name in names:
-        new = name
-        for pattern, replacement in aliases:
-            new = pattern.sub(replacement, new)
-        canonical[name] = new
+    aliases = _compiled(getattr(cls, "_checkpoint_aliases", {}).items())
+    canonical = {name: _rename(name, aliases) for name in names}
     present = set(names)
     both = sorted(f"{old} and {new}" for old, new in canonical.items() if new != old and new in present)
     if both:
@@ -34,21 +29,22 @@ def canonical_names(names: list[str], cls: type) -> dict[str, str]:
     return canonical
 
 
-def _aliases(cls: type) -> dict[str, str]:
-    return getattr(cls, "_checkpoint_aliases", {})
+def _compiled(rules) -> list[tuple[re.Pattern, str]]:
+    return [(re.compile(pattern), replacement) for pattern, replacement in rules]
+
+
+def _rename(name: str, rules: list[tuple[re.Pattern, str]]) -> str:
+    for pattern, replacement in rules:
+        name = pattern.sub(replacement, name)
+    return name
 
 
 def paddlenlp_names(cls: type, names: list[str]) -> dict[str, str]:
     """Our parameter name -> PaddleNLP's, for a model that declares ``_paddlenlp_class``."""
     if getattr(cls, "_paddlenlp_class", None) is None:
         raise WeightsError(f"{cls.__name__} has no PaddleNLP naming (it declares no _paddlenlp_class)")
-    renames = [(re.compile(pattern), replacement) for pattern, replacement in cls._paddlenlp_renames]
-    out = {}
-    for name in names:
-        new = name
-        for pattern, replacement in renames:
-            new = pattern.sub(replacement, new)
-        out[name] = new
+    renames = _compiled(cls._paddlenlp_renames)
+    out = {name: _rename(name, renames) for name in names}
     if len(set(out.values())) != len(out):
         raise WeightsError(f"{cls.__name__}._paddlenlp_renames maps two parameters to one name")
     return out

@@ -22,10 +22,10 @@ from modbuild.weights.convert import (
     Entry,
     ShardWriter,
     build_config,
-    checkpoint_skips,
     expected_shapes,
     plan_shards,
     resolve_model,
+    skipped_keys,
     write_index,
 )
 from modbuild.weights.hf import (
@@ -107,10 +107,9 @@ def split_tensor_parallel(
     cls = resolve_model(model or raw.get("model_type"), raw.get("architectures"))
     expected = expected_shapes(cls, build_config(cls, raw))
     checkpoint = scan_checkpoint(src)
-    # Keys the model declares not to be parameters are not split (nor reported: split reads a Paddle checkpoint).
-    plan, _ = plan_shards(
-        checkpoint, [(name, name, False) for name in expected], expected, skips=checkpoint_skips(cls)
-    )
+    pairs = [(name, name, False) for name in expected]
+    skipped = skipped_keys(checkpoint, pairs, getattr(cls, "_checkpoint_skips", {}), {})
+    plan = plan_shards(checkpoint, pairs, expected, skipped=dict(skipped))
     actions = [rank_actions(cls, raw, tp, r, list(expected)) for r in range(tp)]
     specs = {
         shard: [[(e.dst, e.dtype, _split_shape(actions[r].get(e.dst), e, tp)) for e in entries] for r in range(tp)]
