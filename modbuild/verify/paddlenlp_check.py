@@ -7,6 +7,8 @@ through files the way a user's would: ours saved, converted to HF, then to Paddl
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import paddle
 import paddlenlp.transformers as reference_models
@@ -14,6 +16,7 @@ import paddlenlp.transformers as reference_models
 from modbuild.verify.paddle_run import max_abs, randomize
 from modbuild.verify.record import Record, first_line
 from modbuild.verify.specs import TINY, generated, left_padded_batch, spec
+from modbuild.weights.convert import skip_rules
 
 BOUNDS = {"logits": 1e-5, "missing_keys": 0.0}
 
@@ -48,10 +51,21 @@ def build_pair(model: str, modeling=None) -> tuple[paddle.nn.Layer, paddle.nn.La
     return ours, ref_cls(ref_cls.config_class(**kwargs))
 
 
-def _hf_names(cls: type, config) -> dict[str, str]:
-    """HF parameter name -> the model's own, from its `_get_name_mappings`."""
+def _hf_names(cls: type, config, names) -> dict[str, str]:
+    """HF parameter name -> the model's own, from its `_get_name_mappings`; a model without mappings (PaddleNLP's
+    GPT-J) names its parameters `names` as HF does."""
     config.architectures = [cls.__name__]
-    return {m.source_name: m.target_name for m in cls._get_name_mappings(config)}
+    try:
+        return {m.source_name: m.target_name for m in cls._get_name_mappings(config)}
+    except NotImplementedError:
+        return {name: name for name in names}
+
+
+def reference_keys(ours: paddle.nn.Layer, reference: paddle.nn.Layer) -> set[str]:
+    """The reference's state-dict keys less those our model declares to be buffers (`_checkpoint_skips`: PaddleNLP's
+    GPT-J keeps its causal mask `attn.bias` in its state dict); the reference builds those itself."""
+    skips = skip_rules(type(ours))
+    return {key for key in reference.state_dict() if not any(re.search(pattern, key) for pattern in skips)}
 
 
 def reference_state(ours: paddle.nn.Layer, reference: paddle.nn.Layer) -> dict:
@@ -61,8 +75,8 @@ def reference_state(ours: paddle.nn.Layer, reference: paddle.nn.Layer) -> dict:
     state = dict(ours.state_dict())
     ref_state = reference.state_dict()
     if set(state) - set(ref_state) - {"lm_head.weight"}:
-        mine = _hf_names(type(ours), ours.config)
-        theirs = _hf_names(type(reference), reference.config)
+        mine = _hf_names(type(ours), ours.config, state)
+        theirs = _hf_names(type(reference), reference.config, reference_keys(ours, reference))
         state = {theirs[hf]: state[name] for hf, name in mine.items() if hf in theirs and name in state}
     if "lm_head.weight" in ref_state and "lm_head.weight" not in state:
         embed = next(v for k, v in state.items() if k.endswith("embed_tokens.weight"))
@@ -84,7 +98,7 @@ def check_paddlenlp(model: str) -> Record:
         return _check_encoder(model, record)
     ours, reference = build_pair(model)
     state = reference_state(ours, reference)
-    missing = sorted(set(reference.state_dict()) ^ set(state))
+    missing = sorted(reference_keys(ours, reference) ^ set(state))
     record.metrics["missing_keys"] = float(len(missing))
     if missing:
         record.notes.append(f"parameter names differ: {missing[:5]}")

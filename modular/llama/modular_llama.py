@@ -311,7 +311,7 @@ class LlamaPretrainedModel(DecoderPretrainedModel):
 
     @classmethod
     def _layer_param_actions(cls, config: LlamaConfig, layer_idx: int) -> dict[str, str | None]:
-        """Decoder layer ``layer_idx``'s parameters (HF names after ``layers.N.``) -> conversion action from HF."""
+        """Decoder layer ``layer_idx``'s parameters (names after ``layers.N.``) -> conversion action from HF."""
         actions = {f"self_attn.{p}_proj.weight": "transpose" for p in "qkvo"}
         actions |= {f"mlp.{p}_proj.weight": "transpose" for p in ("gate", "up", "down")}
         actions |= {"input_layernorm.weight": None, "post_attention_layernorm.weight": None}
@@ -390,7 +390,9 @@ class LlamaForCausalLM(LlamaPretrainedModel):
         self.llama = LlamaModel(config)
         # Tied: logits use the embedding table directly, so there is no lm_head parameter at all.
         if not config.tie_word_embeddings:
-            self.lm_head = build_linear(config.hidden_size, config.vocab_size, config, self._tp_plan["lm_head"])
+            self.lm_head = build_linear(
+                config.hidden_size, config.vocab_size, config, self._tp_plan["lm_head"], bias=self._lm_head_bias
+            )
 
     def get_output_embeddings(self) -> nn.Layer | None:
         return None if self.config.tie_word_embeddings else self.lm_head
