@@ -29,6 +29,8 @@ SHOWN = {
     "lr": "lr",  # the train checks: worst per-step differences, then the final parameters'
     "grad_norm": "grad-norm",
     "params": "params",
+    "token_embeddings": "token embeddings",  # an encoder's real weights: hidden states, then 1 - sentence cosine
+    "cosine_gap": "1 - cosine",
 }
 
 

@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 
-THIRD_PARTY = r"(paddle|paddlenlp|transformers|torch|_distutils_hack|setuptools)(\.|$)"
+THIRD_PARTY = r"(paddle|paddlenlp|transformers|sentence_transformers|torch|_distutils_hack|setuptools)(\.|$)"
 
 
 def quiet_third_party() -> None:
@@ -28,3 +28,4 @@ def quiet_third_party() -> None:
 
     transformers.logging.set_verbosity_warning()
     transformers.logging.disable_progress_bar()
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)  # "Loading SentenceTransformer model ..."
