@@ -46,6 +46,12 @@ DENSE_LAYER_TYPES = (
 )
 
 
+def init_dense_weights(layer: nn.Layer, std: float) -> None:
+    """N(0, std) weights for a linear or embedding layer (parallel ones too); any other layer is left alone."""
+    if isinstance(layer, DENSE_LAYER_TYPES):
+        layer.weight.set_value(paddle.normal(0.0, std, layer.weight.shape).astype(layer.weight.dtype))
+
+
 def tensor_parallel_enabled(config) -> bool:
     return config.tensor_parallel_degree > 1
 

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import paddle
-import paddle.nn.functional as F
 from paddle import nn
 from paddlenlp.transformers.conversion_utils import StateDictNameMapping
 from paddlenlp.transformers.model_utils import PretrainedModel
 
-from modbuild.nn.parallel import DENSE_LAYER_TYPES, tensor_parallel_actions
+from modbuild.nn.losses import token_cross_entropy
+from modbuild.nn.parallel import init_dense_weights, tensor_parallel_actions
 
 
 class DecoderPretrainedModel(PretrainedModel):
@@ -84,15 +84,9 @@ class DecoderPretrainedModel(PretrainedModel):
         return tensor_parallel_actions(plan, names, config, is_split=is_split)
 
     def _init_weights(self, layer: nn.Layer) -> None:
-        if isinstance(layer, DENSE_LAYER_TYPES):
-            std = self.config.initializer_range
-            layer.weight.set_value(paddle.normal(0.0, std, layer.weight.shape).astype(layer.weight.dtype))
+        init_dense_weights(layer, self.config.initializer_range)
 
     @staticmethod
     def compute_loss(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
         """Mean next-token cross entropy: position t predicts labels[t + 1]; label -100 is ignored."""
-        shift_logits = logits[:, :-1].astype("float32").reshape([-1, logits.shape[-1]])
-        shift_labels = labels[:, 1:].reshape([-1])
-        losses = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="none")
-        # Paddle's "mean" divides by all positions; HF averages over the non-ignored ones.
-        return losses.sum() / (shift_labels != -100).sum().astype(losses.dtype)
+        return token_cross_entropy(logits[:, :-1], labels[:, 1:])

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import paddle
-import paddle.nn.functional as F
 from paddle import nn
 from paddlenlp.transformers.configuration_utils import PretrainedConfig
 from paddlenlp.transformers.conversion_utils import StateDictNameMapping
@@ -20,8 +19,15 @@ from paddlenlp.transformers.model_utils import PretrainedModel, register_base_mo
 
 from modbuild.nn.activations import get_activation
 from modbuild.nn.attention import attention_function
+from modbuild.nn.losses import token_cross_entropy
 from modbuild.nn.masks import padding_mask
-from modbuild.nn.parallel import DENSE_LAYER_TYPES, build_embedding, build_linear, tensor_parallel_actions, tied_logits
+from modbuild.nn.parallel import (
+    build_embedding,
+    build_linear,
+    init_dense_weights,
+    tensor_parallel_actions,
+    tied_logits,
+)
 
 
 class BertConfig(PretrainedConfig):
@@ -266,18 +272,12 @@ class BertPretrainedModel(PretrainedModel):
         return tensor_parallel_actions(config.base_model_tp_plan, names, config, is_split=is_split)
 
     def _init_weights(self, layer: nn.Layer) -> None:
-        if isinstance(layer, DENSE_LAYER_TYPES):
-            std = self.config.initializer_range
-            layer.weight.set_value(paddle.normal(0.0, std, layer.weight.shape).astype(layer.weight.dtype))
+        init_dense_weights(layer, self.config.initializer_range)
 
     @staticmethod
     def compute_loss(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
         """Masked-LM cross entropy over the labelled positions (label -100 is ignored), as HF averages it."""
-        flat_labels = labels.reshape([-1])
-        losses = F.cross_entropy(
-            logits.astype("float32").reshape([-1, logits.shape[-1]]), flat_labels, ignore_index=-100, reduction="none"
-        )
-        return losses.sum() / (flat_labels != -100).sum().astype(losses.dtype)
+        return token_cross_entropy(logits, labels)
 
 
 @register_base_model
