@@ -8,6 +8,8 @@ through files the way a user's would: ours saved, converted to HF, then to Paddl
 from __future__ import annotations
 
 import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -16,7 +18,7 @@ import paddlenlp.transformers as reference_models
 from modbuild.verify.paddle_run import max_abs, randomize
 from modbuild.verify.record import Record, first_line
 from modbuild.verify.specs import TINY, generated, left_padded_batch, spec
-from modbuild.weights.convert import skip_rules
+from modbuild.weights.convert import convert_hf_to_paddle, convert_paddle_to_hf, skip_rules
 
 BOUNDS = {"logits": 1e-5, "missing_keys": 0.0}
 
@@ -118,11 +120,6 @@ def check_paddlenlp(model: str) -> Record:
 
 def _check_encoder(model: str, record: Record) -> Record:
     """Our base model (``<camel>Model``) against PaddleNLP's, on the batch's real tokens: hidden states and pooler."""
-    import tempfile
-    from pathlib import Path
-
-    from modbuild.weights import convert_hf_to_paddle, convert_paddle_to_hf
-
     sp = spec(model)
     del record.bounds["missing_keys"]  # the conversion checks the names against PaddleNLP's model
     record.bounds["pooled"] = BOUNDS["logits"]
