@@ -118,7 +118,7 @@ class CausalLMModule(BasicModule):
     def configure_optimizers(self) -> tuple[paddle.optimizer.Optimizer, paddle.optimizer.lr.LRScheduler]:
         """AdamW without decay on biases and norm weights (PaddleNLP Trainer's rule), linear warm-up then cosine,
         global-norm clipping."""
-        from modbuild.verify.train_loop import TrainConfig, paddle_decays
+        from modbuild.verify.train_loop import paddle_adamw
 
         opt = self.config.Optimizer
         horizon = opt.decay_steps or self.config.Engine.max_steps
@@ -130,17 +130,13 @@ class CausalLMModule(BasicModule):
             sched = paddle.optimizer.lr.LinearWarmup(
                 cosine, warmup_steps=opt.warmup_steps, start_lr=0.0, end_lr=opt.lr
             )
-        named = [(n, p) for n, p in self.network.named_parameters() if not p.stop_gradient]
-        rule = TrainConfig()  # the project's decay rule, with its defaults (norms not decayed)
-        decay = {p.name for n, p in named if paddle_decays(n, rule)}
-        optimizer = paddle.optimizer.AdamW(
-            learning_rate=sched,
+        optimizer, _ = paddle_adamw(
+            self.network,
+            sched,
             beta1=opt.beta1,
             beta2=opt.beta2,
             epsilon=opt.epsilon,
-            parameters=[p for _, p in named],
             weight_decay=opt.weight_decay,
-            apply_decay_param_fun=lambda name: name in decay,
-            grad_clip=paddle.nn.ClipGradByGlobalNorm(opt.grad_clip) if opt.grad_clip else None,
+            clip=opt.grad_clip,
         )
         return optimizer, sched

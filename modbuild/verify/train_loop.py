@@ -88,9 +88,9 @@ def batches(cfg: TrainConfig, vocab: int) -> list[list[np.ndarray]]:
     return [[np.ascontiguousarray(micro) for micro in step] for step in rows]
 
 
-def paddle_decays(name: str, cfg: TrainConfig) -> bool:
+def paddle_decays(name: str, decay_norms: bool = False) -> bool:
     """PaddleNLP Trainer's rule: no decay when "bias" or "norm" is in the name (`decay_norms`: norms decay too)."""
-    return "bias" not in name and (cfg.decay_norms or "norm" not in name)
+    return "bias" not in name and (decay_norms or "norm" not in name)
 
 
 def global_norm(grads) -> float:
@@ -157,6 +157,36 @@ def _train_torch(net, data: list[list[np.ndarray]], cfg: TrainConfig) -> Run:
 # -------------------------------------------------------------------------------------------------------- paddle
 
 
+def paddle_adamw(
+    model,
+    learning_rate,
+    *,
+    beta1: float,
+    beta2: float,
+    epsilon: float,
+    weight_decay: float,
+    clip: float | None,
+    decay_norms: bool = False,
+):
+    """AdamW over the trainable parameters with PaddleNLP Trainer's decay rule (`paddle_decays`) and, with `clip`,
+    ClipGradByGlobalNorm; returns the optimizer and the names of the decayed parameters."""
+    import paddle
+
+    named = [(n, p) for n, p in model.named_parameters() if not p.stop_gradient]
+    decay = {p.name for n, p in named if paddle_decays(n, decay_norms)}
+    opt = paddle.optimizer.AdamW(
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon,
+        parameters=[p for _, p in named],
+        weight_decay=weight_decay,
+        apply_decay_param_fun=lambda name: name in decay,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(clip) if clip else None,
+    )
+    return opt, {n for n, p in named if p.name in decay}
+
+
 def paddle_optimizer(model, cfg: TrainConfig):
     """AdamW with PaddleNLP Trainer's decay rule, LinearWarmup(CosineAnnealingDecay) and ClipGradByGlobalNorm."""
     import paddle
@@ -164,19 +194,17 @@ def paddle_optimizer(model, cfg: TrainConfig):
     warmup = cfg.warmup + cfg.warmup_offset
     cosine = paddle.optimizer.lr.CosineAnnealingDecay(cfg.lr, T_max=cfg.steps - warmup)
     sched = paddle.optimizer.lr.LinearWarmup(cosine, warmup_steps=warmup, start_lr=0.0, end_lr=cfg.lr)
-    named = [(n, p) for n, p in model.named_parameters() if not p.stop_gradient]
-    decay = {p.name for n, p in named if paddle_decays(n, cfg)}
-    opt = paddle.optimizer.AdamW(
-        learning_rate=sched,
+    opt, decayed = paddle_adamw(
+        model,
+        sched,
         beta1=cfg.betas[0],
         beta2=cfg.betas[1],
         epsilon=cfg.eps,
-        parameters=[p for _, p in named],
         weight_decay=cfg.weight_decay,
-        apply_decay_param_fun=lambda name: name in decay,
-        grad_clip=paddle.nn.ClipGradByGlobalNorm(cfg.clip) if cfg.clip_on else None,
+        clip=cfg.clip if cfg.clip_on else None,
+        decay_norms=cfg.decay_norms,
     )
-    return opt, sched, {n for n, p in named if p.name in decay}
+    return opt, sched, decayed
 
 
 def paddle_loss(model, ids):
