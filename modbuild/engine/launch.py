@@ -6,13 +6,12 @@ clean stop on timeout are the TP check's (``modbuild.tp.launch``): the same CPU/
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from modbuild.tp.launch import ROOT, launch_env, log_tails, one_launch_at_a_time, stop_launch
+from modbuild.tp.launch import distributed_launch, log_tails
 
 SCRIPT = Path(__file__).resolve().with_name("run.py")
 
@@ -27,24 +26,11 @@ class Launched:
 def launch(args: list[str], nproc: int, timeout: float = 600, log_dir: Path | None = None) -> Launched:
     """``modbuild <args>`` in `nproc` processes; the workers' logs go to `log_dir` (default: a temporary one)."""
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="engine_launch_"))
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc)]
-    cmd += ["--log_dir", str(log_dir), str(SCRIPT), *args]
-    with one_launch_at_a_time():
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=launch_env({"OMP_NUM_THREADS": "1"}),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            output, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            stop_launch(proc)
-            output, _ = proc.communicate()
+    launched = distributed_launch(SCRIPT, args, nproc, log_dir, {"OMP_NUM_THREADS": "1"}, timeout)
+    returncode = -1 if launched.returncode is None else launched.returncode  # -1: stopped at the timeout
     logs = log_tails(log_dir)
-    if proc.returncode:
-        print(f"{' '.join(cmd)} failed (exit {proc.returncode})\n{output[-3000:]}\n{logs}", file=sys.stderr)
-    return Launched(proc.returncode, output, logs)
+    if returncode:
+        print(
+            f"{' '.join(launched.cmd)} failed (exit {returncode})\n{launched.output[-3000:]}\n{logs}", file=sys.stderr
+        )
+    return Launched(returncode, launched.output, logs)

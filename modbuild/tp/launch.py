@@ -130,22 +130,20 @@ def one_launch_at_a_time() -> Iterator[None]:
         yield
 
 
-def _launch(worker_args: list[str], timeout: float, extra_env: Mapping[str, str] | None) -> dict:
-    log_dir = Path(tempfile.mkdtemp(prefix="tp_check_"))
-    out = log_dir / "result.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "paddle.distributed.launch",
-        "--nproc_per_node",
-        str(TP_DEGREE),
-        "--log_dir",
-        str(log_dir),
-        str(WORKER),  # paddle's launcher runs script paths only, not -m modules
-        *worker_args,
-        "--out",
-        str(out),
-    ]
+@dataclass
+class Launch:
+    cmd: list[str]
+    returncode: int | None  # None: stopped at the timeout
+    output: str  # the launcher's own output (the workers' is in the log directory)
+
+
+def distributed_launch(
+    script: Path, args: list[str], nproc: int, log_dir: Path, extra_env: Mapping[str, str] | None, timeout: float
+) -> Launch:
+    """``python -m paddle.distributed.launch`` of `script` in `nproc` processes, one launch at a time; stopped,
+    workers included, after `timeout` seconds."""
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc)]
+    cmd += ["--log_dir", str(log_dir), str(script), *args]  # paddle's launcher runs script paths only, not -m
     with one_launch_at_a_time():
         proc = subprocess.Popen(
             cmd,
@@ -157,25 +155,32 @@ def _launch(worker_args: list[str], timeout: float, extra_env: Mapping[str, str]
             start_new_session=True,  # its own process group, killed as a whole on timeout
         )
         try:
-            launcher_output, _ = proc.communicate(timeout=timeout)
+            output, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             stop_launch(proc)
-            launcher_output, _ = proc.communicate()
-            raise TPCheckError(
-                f"TP check timed out after {timeout:.0f} s: {' '.join(cmd)}\n{log_tails(log_dir)}"
-            ) from None
-    if proc.returncode != 0 and out.exists():
+            output, _ = proc.communicate()
+            return Launch(cmd, None, output)
+    return Launch(cmd, proc.returncode, output)
+
+
+def _launch(worker_args: list[str], timeout: float, extra_env: Mapping[str, str] | None) -> dict:
+    log_dir = Path(tempfile.mkdtemp(prefix="tp_check_"))
+    out = log_dir / "result.json"
+    launched = distributed_launch(WORKER, [*worker_args, "--out", str(out)], TP_DEGREE, log_dir, extra_env, timeout)
+    cmd, returncode = launched.cmd, launched.returncode
+    if returncode is None:
+        raise TPCheckError(f"TP check timed out after {timeout:.0f} s: {' '.join(cmd)}\n{log_tails(log_dir)}")
+    if returncode != 0 and out.exists():
         # rank 0 writes the result atomically after the last collective: a crash after it (at teardown) does not
         # change what was measured, and is said in the result
         result = json.loads(out.read_text())
-        result["exit_after_result"] = proc.returncode
+        result["exit_after_result"] = returncode
         shutil.rmtree(log_dir, ignore_errors=True)
         return result
-    if proc.returncode != 0 or not out.exists():
-        tail = "\n".join(launcher_output.splitlines()[-20:])
+    if returncode != 0 or not out.exists():
+        tail = "\n".join(launched.output.splitlines()[-20:])
         raise TPCheckError(
-            f"TP check failed (exit {proc.returncode}): {' '.join(cmd)}\n--- launcher ---\n{tail}\n"
-            f"{log_tails(log_dir)}"
+            f"TP check failed (exit {returncode}): {' '.join(cmd)}\n--- launcher ---\n{tail}\n{log_tails(log_dir)}"
         )
     result = json.loads(out.read_text())
     shutil.rmtree(log_dir, ignore_errors=True)
