@@ -7,6 +7,7 @@ copy. `doit convert --force` (or `MODBUILD_FORCE=1`) regenerates it anyway.
 
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 import subprocess
@@ -200,6 +201,7 @@ def verify_tasks(project: Project, model: str = "", atol: float = 0.0, rtol: flo
     """One subtask per model and check; a check reruns when the model's generated files change."""
     from modbuild.verify import CHECKS
 
+    check_model_name(project, model)
     bounds = {k: v for k, v in (("logits", atol), ("grads_rel", rtol)) if v}
     reals = real_weights(project)
     for name in project.build_order():
@@ -218,6 +220,19 @@ def verify_tasks(project: Project, model: str = "", atol: float = 0.0, rtol: flo
                 "uptodate": [config_changed({"bounds": bounds, "trace": trace})],
                 "doc": f"{name}: {check} check",
             }
+
+
+def check_model_name(project: Project, model: str) -> None:
+    """`--model` names a model of this tree; else doit stops before running anything (a CI job that mistypes
+    a model must not pass having checked nothing)."""
+    if not model or model in project.models:
+        return
+    known = sorted(project.models)
+    near = difflib.get_close_matches(model.lower(), known, n=1, cutoff=0.6)
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    raise InvalidDodoFile(
+        f"verify --model {model}: no such model in {project.modular}{hint} (known: {', '.join(known)})"
+    )
 
 
 def real_weights(project: Project) -> dict:

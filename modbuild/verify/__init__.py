@@ -103,15 +103,19 @@ def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | Non
     """Run one check and store it in reports/ (doit's reporter prints its line from there); True if it passed.
     A failure's details and the layer trace go to stderr."""
     from modbuild.verify.quiet import quiet_third_party
-    from modbuild.verify.report import save
+    from modbuild.verify.report import ReportError, save
 
     quiet_third_party()
     record = verify(model, check, root=root, bounds=bounds, trace=trace)
-    save(root, record)
-    if check in TRAIN_CHECKS:
-        from modbuild.verify.train_report import write
+    try:
+        save(root, record)
+        if check in TRAIN_CHECKS:
+            from modbuild.verify.train_report import write
 
-        write(root)
+            write(root)
+    except ReportError as exc:  # the check ran, but its result could not be merged into the reports
+        print(f"verify:{model}:{check}: {exc}", file=sys.stderr)
+        return False
     if record.applicable and not record.passed:
         problems = record.failures() if not record.error else [record.error]
         print(f"verify:{model}:{check}: " + "; ".join(problems), file=sys.stderr)

@@ -8,7 +8,13 @@ from importlib import metadata
 from pathlib import Path
 
 from modbuild.atomic import atomic_write
+from modbuild.project import Project
 from modbuild.verify.record import Record
+
+
+class ReportError(ValueError):
+    """reports/verify.json cannot be read to merge this run's results into it; the message names the file."""
+
 
 PACKAGES = ("paddlepaddle", "paddlenlp", "torch", "transformers")
 
@@ -24,17 +30,43 @@ def versions() -> dict[str, str]:
 
 
 def save(root: Path, record: Record) -> None:
-    """Store one record and rebuild the reports (under a lock: `doit -n 2 verify` writes concurrently)."""
-    reports = root / "reports"
+    """Store one record and update the reports (under a lock: `doit -n 2 verify` writes concurrently).
+
+    The reports are merged, not rebuilt: a partial run (`doit verify --model m`, `doit verify:m:hf`) replaces
+    its own rows in the committed reports/verify.json and keeps every other model's."""
+    reports = Path(root) / "reports"
     (reports / "checks").mkdir(parents=True, exist_ok=True)
     atomic_write(reports / "checks" / f"{record.model}.{record.check}.json", json.dumps(record.to_json(), indent=1))
     with open(reports / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        records = [json.loads(p.read_text()) for p in sorted((reports / "checks").glob("*.json"))]
+        records = merged(Path(root), stored_records(reports / "verify.json"), [record.to_json()])
         atomic_write(
             reports / "verify.json", json.dumps({"versions": versions(), "records": records}, indent=1) + "\n"
         )
         atomic_write(reports / "verify.md", markdown(records))
+
+
+def stored_records(path: Path) -> list[dict]:
+    """The records of an existing reports/verify.json ([] when there is none); a broken one is an error naming
+    it, never silently replaced by this run's rows."""
+    if not path.is_file():
+        return []
+    try:
+        records = json.loads(path.read_text())["records"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ReportError(f"{path}: not a verify report ({exc}); fix it, or delete it to start a new one") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and {"model", "check"} <= set(r) for r in records):
+        raise ReportError(f"{path}: 'records' must be a list of check records; fix it, or delete it to start anew")
+    return records
+
+
+def merged(root: Path, old: list[dict], new: list[dict]) -> list[dict]:
+    """`old` with `new`'s (model, check) rows replaced or added, without the rows of models whose
+    modular/<m>/ is gone; in file-name order (`<model>.<check>`), so a rerun changes only its own lines."""
+    project = Project(root)
+    rows = {(r["model"], r["check"]): r for r in [*old, *new]}
+    kept = [r for (model, _), r in rows.items() if project.modular_file(model).is_file()]
+    return sorted(kept, key=lambda r: f"{r['model']}.{r['check']}.json")
 
 
 def _fmt(value) -> str:

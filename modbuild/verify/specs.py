@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,8 +157,66 @@ def load_spec(path: Path, model: str) -> ModelSpec:
     return ModelSpec(model_type=model, **fields)
 
 
-def spec(model: str) -> ModelSpec:
-    return load_spec(spec_path(model), model)
+def spec(model: str, modular: Path | None = None) -> ModelSpec:
+    """The model's spec (modular/<m>/model.toml; `modular` defaults to the one beside `generated`), its config
+    tables checked against its generated config class (this imports paddlenlp)."""
+    path = spec_path(model, modular)
+    loaded = load_spec(path, model)
+    check_config_keys(path, loaded, config_class(path, loaded))
+    return loaded
+
+
+def config_class(path: Path, model_spec: ModelSpec) -> type:
+    """`<prefix>Config` of generated/<m>/configuration_<m>.py."""
+    model = model_spec.model_type
+    module = importlib.import_module(f"generated.{model}.configuration_{model}")
+    name = f"{model_spec.camel}Config"
+    if not isinstance(found := getattr(module, name, None), type):
+        raise SpecError(f"{path}: {module.__name__} defines no class {name} (is verify.prefix right?)")
+    return found
+
+
+def config_fields(cls: type) -> set[str]:
+    """What a config class takes: its (and its bases') named `__init__` parameters, the attributes a default
+    instance sets, and the `attribute_map` aliases (GPT-J's hidden_size -> n_embd)."""
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    fields = {
+        name
+        for klass in cls.__mro__
+        if "__init__" in vars(klass) and klass is not object
+        for name, param in inspect.signature(klass.__init__).parameters.items()
+        if param.kind in named and name != "self"
+    }
+    fields |= {name for name in vars(cls()) if not name.startswith("_")}
+    return fields | set(getattr(cls, "attribute_map", {}) or {})
+
+
+def check_config_keys(path: Path, model_spec: ModelSpec, cls: type) -> None:
+    """Every key of [verify.config] and [verify.paddlenlp.config] is a field of the model's config class: a
+    typo would otherwise be one more unused attribute, and the feature it meant to switch on goes untested."""
+    fields = config_fields(cls)
+    for table, config in (
+        ("verify.config", model_spec.config),
+        ("verify.paddlenlp.config", model_spec.paddlenlp_config),
+    ):
+        for key in config:
+            if key in fields:
+                continue
+            near = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            where = f"{path}:{line}" if (line := _key_line(path, table, key)) else str(path)
+            raise SpecError(f"{where}: [{table}] {key}: not a field of {cls.__name__}{hint}")
+
+
+def _key_line(path: Path, table: str, key: str) -> int | None:
+    """The line of `key = ...` inside `[table]`, for the error message (tomllib keeps no positions)."""
+    current = ""
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if header := re.match(r"\s*\[([^\[\]]+)\]", line):
+            current = header.group(1).strip()
+        elif current == table and re.match(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=", line):
+            return number
+    return None
 
 
 def generated(model: str) -> tuple[ModuleType, ModuleType]:

@@ -1,12 +1,11 @@
 """reports/train.md and reports/train/<m>.png: the `train` and `train-tp2` checks' results and loss curves.
 
-`write(root)` rebuilds the markdown from the stored records (reports/checks/<m>.train*.json); `plot` draws one
+`write(root)` rebuilds the markdown from the train rows of reports/verify.json; `plot` draws one
 run set's losses and their relative differences to the first (reference) run.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from modbuild.atomic import atomic_write
@@ -106,7 +105,8 @@ def markdown(records: list[dict], pngs: set[str]) -> str:
 
 
 def write(root: Path) -> None:
-    """Rebuild reports/train.md from the stored records, under reports/.lock (`doit -n 2 verify` writes concurrently)."""
+    """Rebuild reports/train.md from the train checks' rows of reports/verify.json (`report.save` merged this
+    run's into it), under reports/.lock (`doit -n 2 verify` writes concurrently)."""
     import fcntl
 
     reports = Path(root) / "reports"
@@ -116,8 +116,9 @@ def write(root: Path) -> None:
 
 
 def _write(reports: Path) -> None:
-    records = [
-        json.loads(p.read_text()) for check in CHECKS for p in sorted((reports / "checks").glob(f"*.{check}.json"))
-    ]
+    from modbuild.verify.report import stored_records
+
+    stored = stored_records(reports / "verify.json")
+    records = [r for check in CHECKS for r in stored if r["check"] == check]  # the notes: train's, then train-tp2's
     pngs = {p.name for p in (reports / "train").glob("*.png")} if (reports / "train").is_dir() else set()
     atomic_write(reports / "train.md", markdown(records, pngs))
