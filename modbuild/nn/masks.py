@@ -44,3 +44,49 @@ def padding_mask(attention_mask: paddle.Tensor | None, batch_size: int, seq_leng
         return paddle.zeros([batch_size, 1, 1, seq_length], dtype="float32")
     allowed = attention_mask.astype("bool")[:, None, None, :]
     return paddle.where(allowed, 0.0, paddle.finfo(paddle.float32).min).astype("float32")
+
+
+# Per-layer attention types (HF's ``config.layer_types``): each layer attends to every earlier key, or to a window.
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def default_layer_types(num_layers: int, pattern: int) -> list[str]:
+    """Every ``pattern``-th layer full, the others sliding (HF's Gemma 2: pattern 2; Gemma 3: 6)."""
+    if not isinstance(pattern, int) or pattern < 1:
+        raise ValueError(f"sliding_window_pattern must be a positive integer, not {pattern!r}")
+    return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(num_layers)]
+
+
+def check_layer_types(layer_types: list[str], num_layers: int) -> list[str]:
+    """``layer_types`` itself, once it names one known type per layer (else a ValueError naming the entry)."""
+    if not isinstance(layer_types, (list, tuple)) or len(layer_types) != num_layers:
+        raise ValueError(f"layer_types must list one type per layer ({num_layers}), not {layer_types!r}")
+    for index, kind in enumerate(layer_types):
+        if kind not in LAYER_TYPES:
+            raise ValueError(f"layer_types[{index}] is {kind!r}; known: {', '.join(LAYER_TYPES)}")
+    return list(layer_types)
+
+
+def layer_sliding_window(config, layer_idx: int) -> int | None:
+    """The window of layer ``layer_idx`` (``config.sliding_window``) if its type is sliding, else None (full)."""
+    return config.sliding_window if config.layer_types[layer_idx] == "sliding_attention" else None
+
+
+def layer_position_embeddings(
+    position_embeddings: tuple[paddle.Tensor, paddle.Tensor] | dict, layer_type: str
+) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """The (cos, sin) a layer of ``layer_type`` uses: a model with a RoPE per type (``RotaryPerLayerType``) passes
+    a dict by type, one with a single RoPE the pair itself."""
+    return position_embeddings[layer_type] if isinstance(position_embeddings, dict) else position_embeddings
+
+
+class RotaryPerLayerType(paddle.nn.Layer):
+    """One rotary embedding per layer type (Gemma 3: the global RoPE for full layers, a local base for sliding
+    ones); ``forward`` returns ``{layer_type: (cos, sin)}`` for ``layer_position_embeddings``."""
+
+    def __init__(self, rotary_by_type: dict[str, paddle.nn.Layer]):
+        super().__init__()
+        self.rotary_by_type = paddle.nn.LayerDict(rotary_by_type)
+
+    def forward(self, x: paddle.Tensor, position_ids: paddle.Tensor) -> dict:
+        return {kind: rotary(x, position_ids) for kind, rotary in self.rotary_by_type.items()}
