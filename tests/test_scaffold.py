@@ -79,16 +79,37 @@ def test_new_model_spec_keeps_parent_references_and_a_chosen_prefix(project: Pat
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["Bad", "--from", "qwen2"], "'Bad': a model name is lower case"),
+        (["Bad", "--from", "qwen2"], "'Bad': a model name is lower case letters, digits and underscores, not 'B'"),
+        (["9bad", "--from", "llama"], "'9bad': a model name must start with a letter"),
+        (["class", "--from", "llama"], "'class': a Python keyword cannot be a model name"),
         (["qwen2", "--from", "llama"], "modular/qwen2: already exists"),
-        (["x", "--from", "nope"], "modular/nope/modular_nope.py: missing, so 'nope' cannot be a parent"),
+        (
+            ["x", "--from", "nope"],
+            (
+                "modular/nope/modular_nope.py: missing, so 'nope' cannot be a parent "
+                "(the models that can be parents: llama, qwen2)"
+            ),
+        ),
         (["x", "--from", "qwen2", "--prefix", "lower"], "'lower': a class prefix is a capitalised identifier"),
+        (["foo3", "--from", "llama", "--prefix", "Llama"], "'Llama': the class prefix is llama's own"),
+        (["qwen_2", "--from", "qwen2"], "'Qwen2': the class prefix is qwen2's own"),  # the default prefix
     ],
 )
 def test_new_refuses_bad_requests_and_writes_nothing(project: Path, capsys, args, message):
     before = sorted(p.relative_to(project) for p in project.rglob("*"))
     assert main(["new", *args, "--root", str(project)]) == 1
     assert message in capsys.readouterr().err
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before
+
+
+def test_new_refuses_a_parent_that_is_not_a_causal_lm(project: Path, capsys):
+    for kind in ("modular", "generated"):
+        shutil.copytree(ROOT / kind / "bert", project / kind / "bert")
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    assert main(["new", "my_bert", "--from", "bert", "--root", str(project)]) == 1
+    err = capsys.readouterr().err
+    assert f"{project / 'generated' / 'bert' / 'modeling_bert.py'}: 'bert' is not a causal LM" in err
+    assert "only causal LMs can be scaffolded (the models that can be parents: llama, qwen2)" in err
     assert sorted(p.relative_to(project) for p in project.rglob("*")) == before
 
 
