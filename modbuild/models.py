@@ -27,10 +27,24 @@ def known_models() -> list[str]:
     return sorted(p.parent.name for p in root.glob("*/modeling_*.py") if p.stem == f"modeling_{p.parent.name}")
 
 
+def model_directory(model_type: str) -> str:
+    """The generated package of a config's `model_type`: the one of that name, else the one whose config class
+    declares it (HF's Gemma 3 text model is `gemma3_text`, generated as `gemma3`)."""
+    root = Path(generated.__file__).parent
+    if (root / model_type).is_dir():
+        return model_type
+    declared = re.compile(rf'^\s+model_type = "{re.escape(model_type)}"$', re.MULTILINE)
+    for path in sorted(root.glob("*/configuration_*.py")):
+        if declared.search(path.read_text(encoding="utf-8")):
+            return path.parent.name
+    return model_type
+
+
 def _module(model_type: str, kind: str):
-    name = f"generated.{model_type}.{kind}_{model_type}"
     if not isinstance(model_type, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", model_type):
         raise UnknownModel(f"unknown model_type {model_type!r}; known: {', '.join(known_models())}")
+    directory = model_directory(model_type)
+    name = f"generated.{directory}.{kind}_{directory}"
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -72,7 +86,11 @@ def model_class(model_type: str, architectures: list[str] | None = None) -> type
 
 def config_class(model_type: str) -> type:
     module = _module(model_type, "configuration")
-    classes = [c for c in _own_classes(module, "Config") if getattr(c, "model_type", None) == model_type]
+    own = [c for c in _own_classes(module, "Config") if hasattr(c, "model_type")]
+    # By its model_type, or by the directory's name when they differ (gemma3 -> gemma3_text).
+    classes = [c for c in own if c.model_type == model_type] or (
+        own if model_directory(model_type) == model_type else []
+    )
     if len(classes) != 1:
         raise UnknownModel(f"{module.__name__} defines {len(classes)} config classes for {model_type!r}, expected one")
     return classes[0]
@@ -89,10 +107,11 @@ def register_configs() -> list[str]:
     from paddlenlp.transformers import AutoConfig
 
     registered = []
-    for model_type in known_models():
+    for model in known_models():
+        cls = config_class(model)
         try:
-            AutoConfig.register(model_type, config_class(model_type))
+            AutoConfig.register(cls.model_type, cls)
         except ValueError:
             continue  # paddlenlp's own model of that name keeps its registration
-        registered.append(model_type)
+        registered.append(cls.model_type)
     return registered
