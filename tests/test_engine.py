@@ -194,14 +194,14 @@ def test_missing_ckpt_dir(tmp_path, capsys):
 
 
 def test_truncated_checkpoint(tmp_path, ckpt_copy, capsys):
-    model = ckpt_copy / "model.pdparams"
+    model = ckpt_copy / checkpoint.MODEL
     model.write_bytes(model.read_bytes()[:1000])
     err = resume_fails(tmp_path, ckpt_copy, capsys)
     assert f"{model}: truncated or altered" in err
 
 
 def test_corrupt_checkpoint(tmp_path, ckpt_copy, capsys):
-    opt = ckpt_copy / "optimizer.pdopt"
+    opt = ckpt_copy / checkpoint.OPTIMIZER
     blob = bytearray(opt.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     opt.write_bytes(bytes(blob))
@@ -216,7 +216,7 @@ def test_incomplete_checkpoint(tmp_path, ckpt_copy, capsys):
 
 def test_checkpoint_shapes_must_match(tmp_path, ckpt_copy, capsys):
     err = resume_fails(tmp_path, ckpt_copy, capsys, "Model.config.intermediate_size=48")
-    assert "model.pdparams: " in err and "has shape [32, 64] in the checkpoint, [32, 48] in the model" in err
+    assert f"{checkpoint.MODEL}: " in err and "has shape [32, 64] in the checkpoint, [32, 48] in the model" in err
 
 
 # ------------------------------------------------------------------------------------------- SIGTERM in a save

@@ -1,18 +1,26 @@
 """Checkpoints: one directory per save (``step_00000100``), written under a temporary name and renamed
 (``modbuild.atomic.atomic_directory``), the last N kept.
 
-A checkpoint holds ``model.pdparams``, ``optimizer.pdopt`` (Paddle's optimizer state, which carries the LR
-scheduler's), and ``state.pkl``: the step, the data position, the LR scheduler and loss-scaler states, and the
-Paddle, NumPy and Python RNG states. ``meta.json`` lists every file with its size and SHA-256, so a truncated or
-corrupt file is named before anything is loaded. A SIGTERM during a save leaves only a ``.step_*.tmp`` directory,
-which is never read; the previous checkpoint stays the latest.
+A checkpoint holds no pickle, so loading one runs no code, whoever wrote it:
+
+- ``model.safetensors``: the model's tensors;
+- ``optimizer.safetensors``: every tensor of the optimizer's state (moments, beta powers, master weights) and of
+  the loss scaler's, keyed by their path in the state (``optimizer/<param>_moment1_0``,
+  ``optimizer/master_weights/<param>``, ``scaler/scale``);
+- ``state.json``: the rest: step, epoch and data position, the LR scheduler's and the scaler's other values, the
+  optimizer's non-tensor values (each tensor a ``{"$tensor": key}`` reference into ``optimizer.safetensors``), and
+  the Paddle, NumPy and Python RNG states as numbers.
+
+``meta.json`` lists every file with its size and SHA-256, so a truncated or corrupt file is named before anything is
+loaded. A SIGTERM during a save leaves only a ``.step_*.tmp`` directory, which is never read; the previous
+checkpoint stays the latest. Format 1 (``model.pdparams``, ``optimizer.pdopt``, ``state.pkl``: pickles) is refused,
+never unpickled.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 import random
 import re
 import shutil
@@ -23,12 +31,15 @@ from typing import Any
 
 import numpy as np
 import paddle
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 
 from modbuild.atomic import atomic_directory, atomic_write
 
-FORMAT = 1
+FORMAT = 2
 _NAME = re.compile(r"step_(\d{8})")
-MODEL, OPTIMIZER, STATE, META = "model.pdparams", "optimizer.pdopt", "state.pkl", "meta.json"
+MODEL, OPTIMIZER, STATE, META = "model.safetensors", "optimizer.safetensors", "state.json", "meta.json"
+_TENSOR = "$tensor"  # a JSON leaf {"$tensor": key}: the array stored under `key` in optimizer.safetensors
 
 
 class CheckpointError(RuntimeError):
@@ -37,7 +48,8 @@ class CheckpointError(RuntimeError):
 
 @dataclass
 class TrainState:
-    """What, beside the model and optimizer, a resumed run needs to continue exactly."""
+    """What, beside the model and optimizer, a resumed run needs to continue exactly (all of it JSON-able but
+    `scaler`, whose tensors go to ``optimizer.safetensors``)."""
 
     step: int = 0
     epoch: int = 0
@@ -48,13 +60,51 @@ class TrainState:
 
 
 def capture_rng() -> dict[str, Any]:
-    return {"paddle": paddle.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The Paddle, NumPy and Python RNG states as JSON values (ints, floats, strings)."""
+    paddle_states = []
+    for state in paddle.get_rng_state():
+        # GeneratorState pickles itself as (device, seed, offset, the engine's text as bytes): kept as numbers
+        device, seed, offset, engine = state.__getstate__()
+        paddle_states.append({"device": device, "seed": seed, "offset": offset, "engine": bytes(engine).decode()})
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "paddle": paddle_states,
+        "numpy": {"kind": kind, "key": key.tolist(), "pos": pos, "has_gauss": has_gauss, "cached_gaussian": cached},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def _rng_states(rng: dict[str, Any]) -> tuple[list[tuple], tuple, tuple]:
+    """`capture_rng`'s values as the tuples the three RNGs take; ValueError/KeyError/TypeError if malformed."""
+    paddle_states = [
+        (int(s["device"]), int(s["seed"]), int(s["offset"]), list(str(s["engine"]).encode())) for s in rng["paddle"]
+    ]
+    np_rng = rng["numpy"]
+    key = np.asarray(np_rng["key"], dtype=np.uint32)
+    if str(np_rng["kind"]) != "MT19937" or key.shape != (624,):
+        raise ValueError("the NumPy RNG state is not an MT19937 key of 624 words")
+    numpy_state = ("MT19937", key, int(np_rng["pos"]), int(np_rng["has_gauss"]), float(np_rng["cached_gaussian"]))
+    py = rng["python"]
+    gauss = py["gauss_next"]
+    python_state = (int(py["version"]), tuple(int(i) for i in py["internal"]), None if gauss is None else float(gauss))
+    return paddle_states, numpy_state, python_state
 
 
 def restore_rng(rng: dict[str, Any]) -> None:
-    paddle.set_rng_state(rng["paddle"])
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
+    """Set the RNGs from `capture_rng`'s values. Paddle's GeneratorState is rebuilt from numbers through its
+    ``__setstate__`` (what unpickling would call), never from pickle bytes."""
+    from paddle.base.libpaddle import GeneratorState
+
+    paddle_states, numpy_state, python_state = _rng_states(rng)
+    states = []
+    for values in paddle_states:
+        state = GeneratorState.__new__(GeneratorState)
+        state.__setstate__(values)
+        states.append(state)
+    paddle.set_rng_state(states)
+    np.random.set_state(numpy_state)
+    random.setstate(python_state)
 
 
 def _digest(path: Path) -> str:
@@ -97,13 +147,59 @@ def local_state(model: paddle.nn.Layer, optimizer) -> tuple[dict, dict]:
     return model.state_dict(), _rename_optimizer_state(optimizer.state_dict(), _unique_to_structured(model))
 
 
+def _is_array(value: Any) -> bool:
+    return isinstance(value, paddle.Tensor | np.ndarray)
+
+
+def to_json_tree(value: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
+    """`value` as JSON values, each tensor replaced by a ``{"$tensor": path}`` reference and put in `arrays`."""
+    if _is_array(value):
+        arrays[path] = np.ascontiguousarray(value.numpy() if isinstance(value, paddle.Tensor) else value)
+        return {_TENSOR: path}
+    if isinstance(value, dict):
+        return {str(k): to_json_tree(v, f"{path}/{k}", arrays) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json_tree(v, f"{path}/{i}", arrays) for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"{path}: a {type(value).__name__} cannot be stored in a checkpoint's {STATE}")
+
+
+def from_json_tree(value: Any, arrays: dict[str, np.ndarray], file: Path) -> Any:
+    """`to_json_tree` reversed: references replaced by their arrays (CheckpointError for a dangling one)."""
+    if isinstance(value, dict):
+        if set(value) == {_TENSOR}:
+            key = value[_TENSOR]
+            if not isinstance(key, str) or key not in arrays:
+                raise CheckpointError(f"{file}: refers to tensor {key!r}, which {OPTIMIZER} does not hold")
+            return arrays[key]
+        return {k: from_json_tree(v, arrays, file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json_tree(v, arrays, file) for v in value]
+    return value
+
+
 def save(output_dir: Path, model_state: dict, opt_state: dict, state: TrainState, keep_last: int) -> Path:
     """Write ``output_dir/step_<step>`` atomically, then delete all but the newest `keep_last`."""
     target = Path(output_dir) / f"step_{state.step:08d}"
+    model_arrays: dict[str, np.ndarray] = {}
+    to_json_tree(model_state, "", model_arrays)
+    arrays: dict[str, np.ndarray] = {}
+    doc = {
+        "step": state.step,
+        "epoch": state.epoch,
+        "batch": state.batch,
+        "lr_scheduler": to_json_tree(state.lr_scheduler, "lr_scheduler", {}),  # plain numbers
+        "scaler": to_json_tree(state.scaler, "scaler", arrays),
+        "rng": state.rng,
+        "optimizer": to_json_tree(opt_state, "optimizer", arrays),
+    }
     with atomic_directory(target) as tmp:
-        paddle.save(model_state, str(tmp / MODEL))
-        paddle.save(opt_state, str(tmp / OPTIMIZER))
-        (tmp / STATE).write_bytes(pickle.dumps(state))
+        save_file({k[1:]: v for k, v in model_arrays.items()}, str(tmp / MODEL))  # keys without the root's "/"
+        save_file(arrays, str(tmp / OPTIMIZER))
+        atomic_write(tmp / STATE, json.dumps(doc))
         files = {
             name: {"bytes": (tmp / name).stat().st_size, "sha256": _digest(tmp / name)}
             for name in (MODEL, OPTIMIZER, STATE)
@@ -138,11 +234,20 @@ def _verified(path: Path) -> dict:
     meta_file = path / META
     try:
         meta = json.loads(meta_file.read_text())
-        files = meta["files"]
+        files, version = meta["files"], meta.get("format")
     except FileNotFoundError:
         raise CheckpointError(f"{meta_file}: missing: {path} is not a complete checkpoint") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{meta_file}: corrupt ({exc})") from None
+    if version != FORMAT:
+        raise CheckpointError(
+            f"{meta_file}: checkpoint format {version!r}, this modbuild reads format {FORMAT} only; format 1 "
+            "(model.pdparams, optimizer.pdopt, state.pkl) holds pickles, which loading would execute, so it is "
+            "never loaded: train again (or resume from a checkpoint this version wrote)"
+        )
+    for name in (MODEL, OPTIMIZER, STATE):
+        if name not in files:
+            raise CheckpointError(f"{meta_file}: does not list {name}: {path} is not a complete checkpoint")
     for name, want in files.items():
         file = path / name
         if not file.is_file():
@@ -171,14 +276,40 @@ def check_shapes(file: Path, saved: dict, expected: dict[str, list[int]]) -> Non
             )
 
 
+def _tensors(file: Path) -> dict[str, np.ndarray]:
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{file}: not a safetensors file ({exc})") from None
+
+
+def _state(file: Path, arrays: dict[str, np.ndarray]) -> tuple[dict, TrainState]:
+    """(optimizer state, training state) from ``state.json`` (JSON only: no value in it can run code)."""
+    try:
+        doc = json.loads(file.read_bytes())
+        state = TrainState(
+            step=int(doc["step"]),
+            epoch=int(doc["epoch"]),
+            batch=int(doc["batch"]),
+            lr_scheduler=dict(doc["lr_scheduler"]),
+            scaler=from_json_tree(doc["scaler"], arrays, file),
+            rng=dict(doc["rng"]),
+        )
+        optimizer = from_json_tree(doc["optimizer"], arrays, file)
+        if not isinstance(optimizer, dict) or not isinstance(state.lr_scheduler, dict):
+            raise TypeError("the optimizer or LR scheduler state is not a mapping")
+        _rng_states(state.rng)  # malformed RNG states are found now, before anything is set
+    except (ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise CheckpointError(f"{file}: not a training state written by modbuild ({exc})") from None
+    return optimizer, state
+
+
 def read(path: Path) -> tuple[dict, dict, TrainState]:
-    """Verify every file of a checkpoint, then read (model state, optimizer state, training state)."""
+    """Verify every file of a checkpoint, then read (model state, optimizer state, training state): numpy arrays
+    from safetensors and values from JSON; nothing is unpickled."""
     _verified(path)
-    model_state = paddle.load(str(path / MODEL))
-    opt_state = paddle.load(str(path / OPTIMIZER))
-    state = pickle.loads((path / STATE).read_bytes())
-    if not isinstance(state, TrainState):
-        raise CheckpointError(f"{path / STATE}: not a training state ({type(state).__name__})")
+    model_state = _tensors(path / MODEL)
+    opt_state, state = _state(path / STATE, _tensors(path / OPTIMIZER))
     return model_state, opt_state, state
 
 

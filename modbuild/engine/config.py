@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 
 class ConfigError(ValueError):
@@ -44,6 +44,9 @@ class SaveLoad(_Section):
     output_dir: str = "output"
     ckpt_dir: str | None = None  # a checkpoint directory (or an output_dir holding step_* ones) to resume from
     keep_last: int = Field(2, ge=1)
+    # `modbuild train` into an output_dir that holds an earlier run (step_* or metrics.csv) is refused unless this
+    # is set (then what the engine wrote there is deleted first) or ckpt_dir resumes from a checkpoint inside it
+    overwrite: bool = False
 
 
 class EngineSection(_Section):
@@ -105,6 +108,15 @@ class Config(_Section):
     Data: DataSection
     Optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     Distributed: DistributedSection = Field(default_factory=DistributedSection)
+    _source: str = PrivateAttr("config")  # the file (and -o overrides) errors found later are reported against
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def error(self, *problems: str) -> ConfigError:
+        """A ConfigError for problems found after the schema (``Key.path: message``), each prefixed by the file."""
+        return ConfigError(f"{self._source}: " + f"\n{self._source}: ".join(problems))
 
 
 def _valid_keys(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
@@ -157,9 +169,11 @@ def validate(data: Any, source: str) -> Config:
     if problems := _unknown_keys(data, Config):
         raise ConfigError(f"{source}: " + f"\n{source}: ".join(problems))
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: " + f"\n{source}: ".join(_type_errors(exc))) from None
+    config._source = source
+    return config
 
 
 def apply_override(data: dict, override: str) -> None:
@@ -184,10 +198,18 @@ def apply_override(data: dict, override: str) -> None:
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML config, apply `-o` overrides in order, validate."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.y*ml"))
+        hint = f"; it holds {', '.join(found)}" if found else ""
+        raise ConfigError(f"{path}: is a directory; expected a YAML config file{hint}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     data = {} if data is None else data

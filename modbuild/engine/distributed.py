@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import paddle
 
 from modbuild.engine.config import ConfigError, DistributedSection
@@ -33,9 +35,19 @@ class DistInfo:
         return self.world > 1
 
 
+def seed_all(seed: int) -> None:
+    """``Global.seed`` for Paddle, NumPy and Python's ``random``: a hook drawing from any of them is reproducible."""
+    paddle.seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
 def init(section: DistributedSection, seed: int) -> DistInfo:
-    """Initialise fleet once per process for these degrees (a second call with the same ones is free)."""
-    return _init(section.dp_degree, section.mp_degree, seed)
+    """Initialise fleet once per process for these degrees (a second call with the same ones is free), and seed
+    every RNG (on every call: each engine starts from the seed)."""
+    info = _init(section.dp_degree, section.mp_degree, seed)
+    seed_all(seed)
+    return info
 
 
 @functools.cache

@@ -73,7 +73,7 @@ class CausalLMModule(BasicModule):
     def get_model(self) -> paddle.nn.Layer:
         from modbuild.engine.build import build_model
 
-        model, self.tp_layout = build_model(self.config.Model, self.dist, self.config.Global.seed)
+        model, self.tp_layout = build_model(self.config, self.dist)
         return model
 
     def pretreating_batch(self, batch: np.ndarray) -> paddle.Tensor:

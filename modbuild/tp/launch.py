@@ -10,6 +10,8 @@ This module imports no paddle until a launch, so the verify task and the tests c
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import fcntl
 import json
 import os
@@ -18,10 +20,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).resolve().with_name("worker.py")
@@ -92,33 +96,47 @@ def log_tails(log_dir: Path, lines: int = 40) -> str:
     return "\n".join(chunks) or f"(no logs in {log_dir})"
 
 
-def _child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid`` (Linux /proc; empty elsewhere)."""
-    children = []
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time) of a live process (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), int(fields[19])
+
+
+def _descendants(pid: int) -> dict[int, int]:
+    """Every process below `pid` (children, their children, ...) -> its start time; empty where /proc is not."""
+    parents: dict[int, list[tuple[int, int]]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
+        if (info := _stat(int(stat.parent.name))) is not None:
+            parents.setdefault(info[0], []).append((int(stat.parent.name), info[1]))
+    found, todo = {}, [pid]
+    while todo:
+        for child, start in parents.get(todo.pop(), []):
+            if child not in found:
+                found[child] = start
+                todo.append(child)
+    return found
 
 
 def stop_launch(proc: subprocess.Popen) -> None:
-    """Stop the launcher and its workers, which the launcher starts in sessions of their own."""
-    workers = _child_pids(proc.pid)
+    """Stop the launcher and every process below it: the launcher starts its workers in sessions of their own, so
+    neither a terminal's Ctrl-C nor the launcher's own group reaches them."""
+    below = _descendants(proc.pid)
     proc.send_signal(signal.SIGTERM)  # the launcher's handler terminates its workers
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
-    for pid in [proc.pid, *workers]:
-        try:
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher leads its own group (start_new_session)
+    for pid, start in below.items():
+        info = _stat(pid)
+        if info is not None and info[1] == start:  # the same process, not a new one that reuses the pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    proc.wait()
 
 
 @contextmanager
@@ -137,30 +155,83 @@ class Launch:
     output: str  # the launcher's own output (the workers' is in the log directory)
 
 
+class _Follow:
+    """Copy what a growing log file gains to a stream (rank 0's progress to the user's terminal)."""
+
+    def __init__(self, path: Path, stream: TextIO | None) -> None:
+        self.path, self.stream, self.offset = path, stream, 0
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def __call__(self) -> None:
+        if self.stream is None or not self.path.is_file():
+            return
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        self.offset += len(data)
+        if text := self.decoder.decode(data):
+            self.stream.write(text)
+            self.stream.flush()
+
+
+def _wait(proc: subprocess.Popen, timeout: float | None, follow: _Follow) -> int | None:
+    """The launcher's exit status, or None after stopping it at `timeout` (None: no limit); `follow` runs as output
+    arrives."""
+    deadline = time.monotonic() + timeout if timeout is not None else float("inf")
+    while True:
+        try:
+            returncode = proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            follow()
+            if time.monotonic() > deadline:
+                stop_launch(proc)
+                return None
+            continue
+        follow()
+        return returncode
+
+
 def distributed_launch(
-    script: Path, args: list[str], nproc: int, log_dir: Path, extra_env: Mapping[str, str] | None, timeout: float
+    script: Path,
+    args: list[str],
+    nproc: int,
+    log_dir: Path,
+    extra_env: Mapping[str, str] | None,
+    timeout: float | None,
+    cwd: Path = ROOT,
+    echo: TextIO | None = None,
 ) -> Launch:
-    """``python -m paddle.distributed.launch`` of `script` in `nproc` processes, one launch at a time; stopped,
-    workers included, after `timeout` seconds."""
+    """``python -m paddle.distributed.launch`` of `script` in `nproc` processes, one launch at a time, from `cwd`;
+    rank 0's log is copied to `echo` as it grows. Stopped, workers included, after `timeout` seconds, and on any
+    exception here (KeyboardInterrupt from Ctrl-C or a SIGTERM handler): nothing it started outlives it."""
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc)]
     cmd += ["--log_dir", str(log_dir), str(script), *args]  # paddle's launcher runs script paths only, not -m
+    log_dir.mkdir(parents=True, exist_ok=True)
+    launcher_log = log_dir / "launcher.log"
     with one_launch_at_a_time():
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=launch_env(extra_env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its own process group, killed as a whole on timeout
-        )
+        start = launcher_log.stat().st_size if launcher_log.exists() else 0
+        follow = _Follow(log_dir / "workerlog.0", echo)
+        if echo is not None and follow.path.is_file():
+            follow.offset = follow.path.stat().st_size  # an earlier launch's lines (the logs are appended to)
+        with open(launcher_log, "ab") as out:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                env=launch_env(extra_env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, killed as a whole on timeout
+            )
         try:
-            output, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+            returncode = _wait(proc, timeout, follow)
+        except BaseException:
             stop_launch(proc)
-            output, _ = proc.communicate()
-            return Launch(cmd, None, output)
-    return Launch(cmd, proc.returncode, output)
+            raise
+    with open(launcher_log, "rb") as f:
+        f.seek(start)
+        output = f.read().decode(errors="replace")
+    return Launch(cmd, returncode, output)
 
 
 def _launch(worker_args: list[str], timeout: float, extra_env: Mapping[str, str] | None) -> dict:
