@@ -4,7 +4,10 @@ paddlenlp 3.0.0b4's `AutoConfig` has a `register` hook, which `register_configs`
 `AutoModelForCausalLM` has none (only a fixed mapping inside paddlenlp), so the model lookup is here:
 
     from modbuild.models import from_pretrained
-    model = from_pretrained("checkpoints/qwen2")      # picks Qwen2ForCausalLM from config.json
+    model = from_pretrained("checkpoints/qwen2")      # picks Qwen2ForCausalLM from config.json; eval mode
+
+A directory that is not a Paddle checkpoint (no or broken config.json, an HF checkpoint not yet converted) is a
+`CheckpointError` naming the file, before paddlenlp is asked.
 """
 
 from __future__ import annotations
@@ -16,10 +19,20 @@ from pathlib import Path
 
 import generated
 
+# Weight files paddlenlp's from_pretrained reads, and those only an HF (PyTorch, TF, Flax) checkpoint has.
+PADDLE_SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
+PADDLE_PDPARAMS = ("model_state.pdparams", "model_state.pdparams.index.json")
+HF_ONLY_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+HF_FORMATS = ("pt", "tf", "flax", "mlx")  # safetensors metadata "format" of HF's writers; Paddle's is "np"
+
 
 class UnknownModel(KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class CheckpointError(ValueError):
+    """A directory that is not a Paddle checkpoint; the message names the directory or file."""
 
 
 def known_models() -> list[str]:
@@ -96,10 +109,82 @@ def config_class(model_type: str) -> type:
     return classes[0]
 
 
+def read_config(directory: str | Path) -> dict:
+    """A checkpoint's config.json as a dict; a missing or broken one is a CheckpointError naming it."""
+    directory = Path(directory)
+    path = directory / "config.json"
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such directory")
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no config.json: not a checkpoint directory")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not readable: {exc}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
+    return config
+
+
+def _first_safetensors(directory: Path) -> Path | None:
+    """The single weights file, or the first shard the index names; None without either."""
+    if (directory / PADDLE_SAFETENSORS[0]).is_file():
+        return directory / PADDLE_SAFETENSORS[0]
+    index = directory / PADDLE_SAFETENSORS[1]
+    if not index.is_file():
+        return None
+    try:
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{index}: not a safetensors index ({type(exc).__name__}: {exc})") from None
+    if not shards:
+        raise CheckpointError(f"{index}: its weight_map is empty")
+    return directory / shards[0]
+
+
+def check_paddle_weights(directory: str | Path) -> None:
+    """Refuse a directory whose weights paddlenlp cannot read: none, or an HF checkpoint's (paddlenlp's own error
+    for those is an OSError about "valid metadata" that does not say the checkpoint needs converting)."""
+    from safetensors import SafetensorError, safe_open  # an ML install's; a core install never loads weights
+
+    directory = Path(directory)
+    convert = f"convert it first: python -m modbuild.weights hf2paddle --src {directory} --dst {directory}-paddle"
+    first = _first_safetensors(directory)
+    if first is not None:
+        try:
+            with safe_open(first, framework="np") as handle:
+                fmt = (handle.metadata() or {}).get("format")
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{first}: truncated or corrupt safetensors file ({exc})") from None
+        if fmt in HF_FORMATS:
+            raise CheckpointError(
+                f"{directory}: looks like an HF checkpoint ({first.name} holds format {fmt!r} tensors, "
+                f"a Paddle checkpoint 'np'); {convert}"
+            )
+        return
+    if any((directory / name).is_file() for name in PADDLE_PDPARAMS):
+        return
+    if hf := [name for name in HF_ONLY_WEIGHTS if (directory / name).is_file()]:
+        raise CheckpointError(
+            f"{directory}: looks like an HF checkpoint ({hf[0]}); save it as safetensors, then {convert}"
+        )
+    raise CheckpointError(f"{directory}: no weights ({', '.join(PADDLE_SAFETENSORS + PADDLE_PDPARAMS)})")
+
+
 def from_pretrained(path: str | Path, **kwargs):
-    """Load a Paddle checkpoint directory with the generated model its config.json names."""
-    config = json.loads((Path(path) / "config.json").read_text())
-    return model_class(config.get("model_type"), config.get("architectures")).from_pretrained(path, **kwargs)
+    """Load a Paddle checkpoint directory with the generated model its config.json names, in eval mode (as HF's
+    `from_pretrained` returns it: dropout off, so two calls on the same input agree)."""
+    config = read_config(path)
+    check_paddle_weights(path)
+    try:
+        cls = model_class(config.get("model_type"), config.get("architectures"))
+    except UnknownModel as exc:
+        raise UnknownModel(f"{Path(path) / 'config.json'}: {exc}") from None
+    model = cls.from_pretrained(path, **kwargs)
+    model.eval()
+    return model
 
 
 def register_configs() -> list[str]:
