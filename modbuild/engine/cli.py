@@ -55,12 +55,13 @@ def _nproc(config: Config) -> int:
 
 def run(command: str, config_path: str, overrides: list[str]) -> int:
     """Entry for both commands; returns the exit status. Errors print one clear message, no traceback."""
-    from modbuild.engine.checkpoint import CheckpointError
-    from modbuild.engine.config import ConfigError, load
-    from modbuild.engine.data import DataError
     from modbuild.quiet import quiet_imports
 
     quiet_imports()  # before paddle's import: its ccache and distutils warnings
+    from modbuild.engine.checkpoint import CheckpointError
+    from modbuild.engine.config import ConfigError, load
+    from modbuild.engine.data import DataError
+
     try:
         config = load(config_path, overrides)
         config.Engine.progress_bar &= sys.stderr.isatty()  # in a pipe or a log: per-step lines, no bar

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from modbuild.quiet import quiet_imports
 from modbuild.weights.convert import convert_hf_to_paddle, convert_paddle_to_hf
 from modbuild.weights.hf import WeightsError
 from modbuild.weights.naming import NAMINGS
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_imports()  # before paddle's import: its ccache and distutils warnings
+    args.no_progress = args.no_progress or not sys.stderr.isatty()  # no bars in a pipe or a log
     # The converter logs every checkpoint key it skips, and why: shown on stderr.
     handler = logging.StreamHandler(sys.stderr)
     logger = logging.getLogger("modbuild.weights")
