@@ -301,3 +301,136 @@ def test_modbuild_train_and_evaluate_commands(runs, tmp_path, capsys):
     assert (tmp_path / "out" / "step_00000002" / "meta.json").is_file()
     assert main(["evaluate", config, "-o", f"Engine.save_load.ckpt_dir={runs['ckpt']}"]) == 0
     assert '"step": 4, "eval_loss"' in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------- issue 19
+
+
+def test_evaluate_without_a_checkpoint_is_refused(tmp_path, capsys):
+    assert run("evaluate", str(tiny_yaml(tmp_path)), []) == 2
+    err = capsys.readouterr().err
+    assert "tiny.yaml: Engine.save_load.ckpt_dir: not set" in err and "never a randomly initialised one" in err
+
+
+def test_training_again_into_an_earlier_run_is_refused_resumed_or_started_clean(tmp_path, capsys):
+    config, out = str(tiny_yaml(tmp_path)), tmp_path / "out"
+    first = ["Engine.max_steps=4", "Engine.save_load.save_steps=2", "Optimizer.decay_steps=6"]
+    assert run("train", config, first) == 0
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    # from scratch into it: refused, nothing touched
+    assert run("train", config, ["Engine.max_steps=2"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"Engine.save_load.output_dir: {out} holds an earlier run (step_00000002, step_00000004, metrics.csv)" in err
+    )
+    assert f"-o Engine.save_load.ckpt_dir={out}" in err and "-o Engine.save_load.overwrite=true" in err
+    assert snapshot(out) == before
+    # resumed in place: continues the same log
+    assert run("train", config, [*first[1:], "Engine.max_steps=6", f"Engine.save_load.ckpt_dir={out}"]) == 0
+    steps = [line.split(",")[0] for line in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2", "3", "4", "5", "6"]
+    # overwrite and resume from inside it at once: refused
+    both = ["Engine.save_load.overwrite=true", f"Engine.save_load.ckpt_dir={out}"]
+    assert run("train", config, both) == 2
+    assert "Engine.save_load.overwrite: would delete" in capsys.readouterr().err
+    # overwrite: the engine's files go, the user's stay
+    assert run("train", config, ["Engine.max_steps=2", "Engine.save_load.save_steps=2", both[0]]) == 0
+    assert [p.name for p in checkpoint.checkpoints(out)] == ["step_00000002"]
+    assert len((out / "metrics.csv").read_text().splitlines()) == 3
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_model_config_values_and_degrees_are_checked_before_anything_runs(tmp_path, capsys):
+    config = str(tiny_yaml(tmp_path))
+    cases = {
+        "Model.config.hidden_size=abc": ["Model.config.hidden_size: Input should be a valid integer (got 'abc')"],
+        "Model.config.num_attention_heads=5": [
+            "Model.config.hidden_size: 32 is not a multiple of num_attention_heads 5",
+            "Model.config.num_key_value_heads: 2 does not divide num_attention_heads 5",
+        ],
+        "Model.config.rope_scaling=3": ["Model.config.rope_scaling: Input should be a valid dictionary (got 3)"],
+        "Model.config.num_hidden_layers=0": ["Model.config.num_hidden_layers: must be a positive integer"],
+        # refused here, before paddle.distributed.launch starts (it hung, or died in an AssertionError)
+        "Distributed.mp_degree=3": [
+            f"Distributed.mp_degree: 3 does not divide Model.config.{name} ({value})"
+            for name, value in [
+                ("num_attention_heads", 4),
+                ("num_key_value_heads", 2),
+                ("vocab_size", 128),
+                ("intermediate_size", 64),
+            ]
+        ],
+    }
+    for override, messages in cases.items():
+        assert run("train", config, [override]) == 2, override
+        err = capsys.readouterr().err
+        for message in messages:
+            assert f"tiny.yaml (with -o {override}): {message}" in err, (message, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_global_seed_seeds_numpy_and_python_random(tmp_path):
+    import random
+
+    def draws(*overrides: str) -> list[tuple[float, float]]:
+        engine = make_engine(tmp_path, "Engine.max_steps=2", *overrides)
+        seen = []
+        engine.module.training_step_end = lambda log: seen.append((np.random.rand(), random.random()))
+        engine.fit()
+        return seen
+
+    first = draws()
+    np.random.seed(99)  # whatever happened in between, the next engine starts from Global.seed
+    random.seed(99)
+    assert draws() == first
+    assert draws("Global.seed=8") != first
+
+
+def test_a_directory_as_config_is_a_clear_error(tmp_path, capsys):
+    configs = Path(__file__).parents[1] / "configs"
+    assert run("train", str(configs), []) == 2
+    err = capsys.readouterr().err
+    assert f"{configs}: is a directory; expected a YAML config file; it holds finetune_smollm2.yaml" in err
+
+
+class _Payload:
+    """Unpickling this creates a file: what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _replace_with_payload(ckpt: Path, name: str, marker: Path) -> None:
+    """Put a pickle payload in file `name` and record its size and SHA-256 in meta.json, as an attacker can."""
+    import hashlib
+    import json
+    import pickle
+
+    file = ckpt / name
+    file.write_bytes(pickle.dumps(_Payload(marker)))
+    meta = json.loads((ckpt / "meta.json").read_text())
+    meta["files"][name] = {"bytes": file.stat().st_size, "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+
+
+def test_loading_a_checkpoint_never_runs_code(runs, tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    for name in (checkpoint.STATE, checkpoint.MODEL, checkpoint.OPTIMIZER):
+        ckpt = tmp_path / name / "ckpts" / runs["ckpt"].name
+        shutil.copytree(runs["ckpt"], ckpt)
+        _replace_with_payload(ckpt, name, marker)
+        err = resume_fails(tmp_path, ckpt, capsys)
+        assert not marker.exists(), f"unpickling {name} ran code"
+        assert f"{ckpt / name}: not a" in err
+    # a format-1 checkpoint (model.pdparams, optimizer.pdopt, state.pkl) is refused without reading its files
+    legacy = tmp_path / "legacy" / "ckpts" / runs["ckpt"].name
+    shutil.copytree(runs["ckpt"], legacy)
+    (legacy / "meta.json").write_text('{"format": 1, "step": 4, "files": {}}')
+    err = resume_fails(tmp_path, legacy, capsys)
+    assert "checkpoint format 1, this modbuild reads format 2 only" in err and "holds pickles" in err
+    assert not marker.exists()
