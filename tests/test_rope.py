@@ -129,7 +129,10 @@ def test_rotary_embedding_updates_like_hf(name):
 
 def test_interleaved_layout_holds_each_frequency_twice():
     config = make_config("yarn")
-    halves, interleaved = RotaryEmbedding(config), type("Interleaved", (RotaryEmbedding,), {"interleaved": True})(config)
+    halves, interleaved = (
+        RotaryEmbedding(config),
+        type("Interleaved", (RotaryEmbedding,), {"interleaved": True})(config),
+    )
     positions = paddle.arange(7, dtype="int64").unsqueeze(0)
     cos_h, _ = halves(paddle.zeros([1]), positions)
     cos_i, _ = interleaved(paddle.zeros([1]), positions)

@@ -216,9 +216,7 @@ def rotate_every_two(x: paddle.Tensor) -> paddle.Tensor:
     return paddle.stack([-x[..., 1::2], x[..., ::2]], axis=-1).flatten(-2)
 
 
-def apply_rotary(
-    x: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor, interleaved: bool = False
-) -> paddle.Tensor:
+def apply_rotary(x: paddle.Tensor, cos: paddle.Tensor, sin: paddle.Tensor, interleaved: bool = False) -> paddle.Tensor:
     """Rotate the first ``cos.shape[-1]`` features of ``x`` (in halves, or pairwise when ``interleaved``); the
     rest pass through. ``cos``/``sin`` broadcast against ``x``."""
     rotate = rotate_every_two if interleaved else rotate_half
