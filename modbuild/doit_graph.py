@@ -1,4 +1,4 @@
-"""`doit graph`: the model family graph, as DOT on stdout (`--dot`) or rendered (`-o FILE.svg`).
+"""`doit graph`: the model family graph, as DOT on stdout (`--dot`) or rendered (`-o FILE.svg`, `.png`, `.dot`...).
 
 A doit command plugin (entry point group `doit.COMMAND`), so it needs no dodo.py task named `graph`.
 """
@@ -11,7 +11,6 @@ from pathlib import Path
 from doit.cmd_base import Command
 
 from modbuild.graph import GraphError, layers, load, to_dot
-from modbuild.tasks import render_svg
 
 
 class GraphCommand(Command):
@@ -26,7 +25,8 @@ class GraphCommand(Command):
             "long": "output",
             "type": str,
             "default": "",
-            "help": "write the graph to FILE (.dot as text, .svg laid out by dot: the system's, else graphviz-pure's)",
+            "help": "write the graph to FILE in the format its suffix names: .dot/.gv as text; .svg, .png, .jpg, "
+            ".json... laid out by graphviz-pure (a system graphviz `dot` adds its formats, e.g. .pdf)",
         },
         {"name": "root", "long": "root", "type": str, "default": ".", "help": "project root holding modular/"},
     )
@@ -39,10 +39,12 @@ class GraphCommand(Command):
             return 1
         dot_text = to_dot(graph)
         if params["output"]:
-            out = Path(params["output"])
-            if out.suffix == ".dot":
-                out.write_text(dot_text)
-            elif not render_svg(dot_text, out, graph):
+            from modbuild.graph_svg import RenderError, render
+
+            try:
+                render(dot_text, Path(params["output"]), graph)
+            except RenderError as exc:
+                print(exc, file=sys.stderr)
                 return 1
         if params["dot"]:
             sys.stdout.write(dot_text)

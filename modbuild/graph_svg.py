@@ -1,16 +1,122 @@
-"""Draw the model family graph as SVG with what pip installs, when graphviz's `dot` is not there.
+"""Draw the model family graph: laid out by graphviz's `dot`, or, where no `dot` exists, by matplotlib.
 
-A layered drawing: parents left, children right (networkx's `topological_generations` and
-a column per generation), drawn by matplotlib with text kept as text, in a fixed order, ids salted and
-no date, so the same graph gives the same bytes.
+graph/models.svg is committed, so its bytes must depend on the graph only: it is drawn by the `graphviz-pure`
+wheel pinned in pyproject.toml (a static build: the same bytes on every platform), never by whichever system
+graphviz happens to be installed. Without that wheel an existing drawing of the same graph is kept.
+
+`doit graph -o FILE` writes the format FILE's suffix names (`.svg`, `.png`, `.dot`, ...), with the first
+`dot` that knows it; a suffix none knows is an error, never SVG bytes under another name.
+
+The matplotlib drawing is layered: parents left, children right (networkx's `topological_generations` and a
+column per generation), text kept as text, in a fixed order, ids salted and no date, so the same graph gives
+the same bytes.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
 from pathlib import Path
 
 import networkx as nx
+
+from modbuild.atomic import atomic_write, file_mode
+
+PINNED = "graphviz-pure"  # pinned in pyproject.toml: its version decides the bytes of graph/models.svg
+TEXT_FORMATS = {".dot", ".gv"}  # the DOT text itself, no layout
+
+
+class RenderError(ValueError):
+    """The graph cannot be drawn as asked; the message starts with the target file."""
+
+
+def pinned_dot() -> str | None:
+    """The pinned `graphviz-pure`: first the one beside this interpreter (the venv's, even when it is not
+    activated), else one on PATH."""
+    return shutil.which(PINNED, path=sysconfig.get_path("scripts")) or shutil.which(PINNED)
+
+
+def renderers() -> list[str]:
+    """The layout programs, pinned first: graphviz-pure, then the system's graphviz `dot`."""
+    return [exe for exe in dict.fromkeys((pinned_dot(), shutil.which("dot"))) if exe]
+
+
+def output_formats(exe: str) -> set[str]:
+    """What `exe -T<format>` accepts: `dot -T?` lists them on stderr ("... Use one of: canon dot gv ...")."""
+    listed = subprocess.run([exe, "-T?"], capture_output=True, text=True, timeout=60, check=False)
+    found = re.search(r"Use one of:(.*)", listed.stderr + listed.stdout, flags=re.DOTALL)
+    return set(found.group(1).split()) if found else set()
+
+
+def layout(exe: str, dot_text: str, fmt: str, target: Path) -> bytes:
+    done = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode(), capture_output=True, timeout=300, check=False)
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
+        raise RenderError(f"{target}: {Path(exe).name} -T{fmt} failed: {why}")
+    return done.stdout
+
+
+def write_bytes(target: Path, data: bytes) -> None:
+    """`atomic_write` for bytes: a temporary file beside `target`, fsynced, renamed over it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, file_mode(target))
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def render(dot_text: str, target: Path, graph: nx.DiGraph | None = None) -> None:
+    """Write the graph to `target` in the format its suffix names; `RenderError` when no renderer here can."""
+    target = Path(target)
+    suffix = target.suffix.lower()
+    if suffix in TEXT_FORMATS:
+        atomic_write(target, dot_text)
+        return
+    if not suffix:
+        raise RenderError(f"{target}: no suffix to name the format (.svg, .png, .dot, ...)")
+    fmt, exes = suffix[1:], renderers()
+    for exe in exes:
+        if fmt in output_formats(exe):
+            write_bytes(target, layout(exe, dot_text, fmt, target))
+            return
+    if exes:
+        known = sorted({f".{f}" for exe in exes for f in output_formats(exe)} | TEXT_FORMATS)
+        names = " and ".join(Path(exe).name for exe in exes)
+        more = "" if shutil.which("dot") else "; a system graphviz (apt-get install graphviz) knows more, e.g. .pdf"
+        raise RenderError(f"{target}: {names} cannot write {suffix} files (formats: {' '.join(known)}){more}")
+    if suffix == ".svg" and graph is not None:
+        write_svg(graph, target)
+        return
+    raise RenderError(
+        f"{target}: no `dot` found to write {suffix} (pip install {PINNED}, or apt-get install graphviz); "
+        "without one only .svg (drawn by matplotlib) and .dot"
+    )
+
+
+def render_committed(dot_text: str, target: Path, graph: nx.DiGraph, same_graph: bool) -> None:
+    """graph/models.svg: drawn by the pinned graphviz-pure, so the same graph gives the same bytes on every
+    machine. Without it, a drawing of the same graph (`same_graph`) is kept rather than redrawn differently."""
+    if exe := pinned_dot():
+        write_bytes(target, layout(exe, dot_text, "svg", target))
+        return
+    if same_graph and target.is_file():
+        print(f"{target}: kept ({PINNED} is not installed; the graph has not changed)", file=sys.stderr)
+        return
+    print(f"{target}: {PINNED} is not installed: drawn by another renderer, other bytes", file=sys.stderr)
+    render(dot_text, target, graph)
 
 
 def draw_svg(graph: nx.DiGraph) -> str:
@@ -51,6 +157,4 @@ def draw_svg(graph: nx.DiGraph) -> str:
 
 
 def write_svg(graph: nx.DiGraph, target: Path) -> None:
-    from modbuild.atomic import atomic_write
-
     atomic_write(target, draw_svg(graph))

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
-import shutil
-import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 from doit.exceptions import InvalidDodoFile
@@ -136,40 +133,21 @@ def check_task(project: Project) -> dict:
 
 
 def render_graph(root: str) -> bool:
+    """graph/models.dot, and graph/models.svg drawn by the pinned graphviz-pure (`graph_svg.render_committed`):
+    the committed drawing changes when the graph does, not when the machine's graphviz differs."""
+    from modbuild.graph_svg import RenderError, render_committed
+
     project = Project(Path(root))
     dot_text = to_dot(project.graph)
     out = project.root / "graph"
-    atomic_write(out / "models.dot", dot_text)
-    return render_svg(dot_text, out / "models.svg", project.graph)
-
-
-def dot_command() -> str | None:
-    """A `dot` that lays out DOT: the system's graphviz, else the `graphviz-pure` wheel (a dependency; its
-    script sits beside this interpreter even when the venv is not activated)."""
-    for name in ("dot", "graphviz-pure"):
-        found = shutil.which(name) or shutil.which(name, path=sysconfig.get_path("scripts"))
-        if found:
-            return found
-    return None
-
-
-def render_svg(dot_text: str, target: Path, graph=None) -> bool:
-    """Lay out and draw the graph with `dot_command()`; with neither installed, a layered matplotlib drawing
-    (`graph_svg`) of `graph`."""
-    exe = dot_command()
-    if exe is not None:
-        svg = subprocess.run([exe, "-Tsvg"], input=dot_text, capture_output=True, text=True, check=True).stdout
-        atomic_write(target, svg)
-        return True
-    if graph is None:
-        print(
-            "no `dot` found (pip install graphviz-pure, or apt-get install graphviz); SVG not rendered",
-            file=sys.stderr,
-        )
+    dot_file = out / "models.dot"
+    same_graph = dot_file.is_file() and dot_file.read_text() == dot_text
+    atomic_write(dot_file, dot_text)
+    try:
+        render_committed(dot_text, out / "models.svg", project.graph, same_graph)
+    except RenderError as exc:
+        print(exc, file=sys.stderr)
         return False
-    from modbuild.graph_svg import write_svg
-
-    write_svg(graph, target)
     return True
 
 
