@@ -1,4 +1,5 @@
-"""reports/verify.json and reports/verify.md, rebuilt from one JSON file per model x check."""
+"""reports/verify.json and reports/verify.md: each check's record merged into the committed report (and kept alone in
+reports/checks/<m>.<check>.json, where doit's reporter reads it)."""
 
 from __future__ import annotations
 
