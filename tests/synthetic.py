@@ -204,9 +204,9 @@ def _tasks(stdout: str, statuses: str) -> list[str]:
 
 
 def executed(stdout: str) -> list[str]:
-    """Convert tasks doit ran (`convert x  written`, or `FAILED`), in the order they ended; not those it did
-    not start because a parent failed (`convert x  not run: convert:p failed`)."""
-    return _tasks(stdout, "written|FAILED")
+    """Convert tasks doit ran (`convert x  written`, `unchanged` or `FAILED`), in the order they ended; not those
+    it did not start because a parent failed (`convert x  not run: convert:p failed`)."""
+    return _tasks(stdout, "written|unchanged|FAILED")
 
 
 def up_to_date(stdout: str) -> list[str]:
