@@ -97,7 +97,8 @@ def test_data_parallel_2_run_from_the_users_directory_equals_one_process(tmp_pat
 
 
 def test_sigterm_stops_the_launcher_and_every_worker(tmp_path):
-    psutil = pytest.importorskip("psutil")
+    import psutil  # visualdl's dependency, so the engine's
+
     endless = ["Distributed.dp_degree=2", "Data.micro_batch_size=2", "Engine.max_steps=100000"]
     endless.append("Engine.num_train_epochs=100000")
     out, err = tmp_path / "stdout", tmp_path / "stderr"

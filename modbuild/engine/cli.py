@@ -93,11 +93,23 @@ def _preflight(command: str, config: Config) -> None:
 
     _, model = model_config(config)
     if _nproc(config) > 1:  # a too-short text is found here, not in every worker after fleet's start-up
+        _check_devices(config)
         train_rows, _ = data.windows(config.Data, int(model.vocab_size))
         rows = config.Data.micro_batch_size * config.Engine.accumulate_steps
         data.TrainBatches(train_rows, rows, config.Distributed.dp_degree, 0, 0, False)
     if command == "train":
         output.prepare(config)
+
+
+def _check_devices(config: Config) -> None:
+    """A CUDA build runs one process per GPU; a CPU build (gloo) runs any number."""
+    import paddle
+
+    if paddle.is_compiled_with_cuda() and (count := paddle.device.cuda.device_count()) < _nproc(config):
+        raise config.error(
+            f"Distributed: dp_degree {config.Distributed.dp_degree} x mp_degree {config.Distributed.mp_degree} = "
+            f"{_nproc(config)} processes, one per GPU, but {count} GPU(s) are visible"
+        )
 
 
 def _launch(command: str, config_path: str, overrides: list[str], config: Config) -> int:
