@@ -1,5 +1,6 @@
 """`modbuild convert` on a PyTorch tree laid out like HF transformers (`models/<m>/modular_<m>.py`)."""
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -115,3 +116,100 @@ def test_bad_paths_get_a_clear_error(tmp_path, capsys):
     ]:
         assert main(["convert", str(path)]) == 1
         assert f"{path}: {message}" in capsys.readouterr().err
+
+
+# --- a whole tree: a crash, a summary, --check, --help -------------------------------------------------------------
+
+# The CLI in a process where the converter crashes on child1 (as libcst did on some real files): the property under
+# test is that any exception fails only its model, whatever the converter bug behind it.
+CRASH_CHILD1 = """
+import sys
+import modbuild.convert as convert
+
+real = convert.convert_file
+
+
+def crashing(path, layout, read=None):
+    if path.name == "modular_child1.py":
+        raise AttributeError("'FunctionDef' object has no attribute 'semicolon'")
+    return real(path, layout, read=read)
+
+
+convert.convert_file = crashing
+from modbuild.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def family_tree(root: Path) -> Path:
+    from synthetic import FAMILY, write_tree
+
+    return write_tree(root, FAMILY, dodo=False)
+
+
+def test_a_crash_fails_only_its_model_and_the_run_ends_with_a_summary(tmp_path):
+    root = family_tree(tmp_path / "tree")
+    run = lambda *extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", CRASH_CHILD1, "convert", str(root), "-j", "2", *extra], capture_output=True, text=True
+    )
+    result = run()
+    child1, grand = (root / "modular" / m / f"modular_{m}.py" for m in ("child1", "grand"))
+    assert result.returncode == 1, result.stderr
+    assert f"{child1}: internal error: AttributeError: 'FunctionDef' object has no attribute 'semicolon'" in (
+        result.stderr
+    )
+    assert f"{grand}: not converted: parent child1 failed" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        "modbuild convert: 3 converted, 0 unchanged, 2 failed (child1: internal error; grand: parent child1 failed); "
+        "run with -v for the internal errors' tracebacks"
+    )
+    for model in ("base", "child2", "solo"):
+        assert (root / "generated" / model / f"modeling_{model}.py").is_file()
+    verbose = run("-v")
+    assert verbose.returncode == 1
+    assert "Traceback (most recent call last)" in verbose.stderr and "in crashing" in verbose.stderr
+    assert verbose.stdout.splitlines()[-1] == (
+        "modbuild convert: 0 converted, 3 unchanged, 2 failed (child1: internal error; grand: parent child1 failed)"
+    )
+
+
+def test_check_reports_each_stale_model_on_its_own(tmp_path, capsys):
+    from modbuild.cli import main
+
+    root = family_tree(tmp_path / "tree")
+    assert main(["convert", str(root)]) == 0
+    modular = root / "modular" / "base" / "modular_base.py"
+    modular.write_text(modular.read_text().replace("return x + 1\n", "return x + 3\n"))
+    expected = tmp_path / "expected"  # what a real conversion changes: the edited parent and its children
+    shutil.copytree(root, expected)
+    before = {p.relative_to(expected): p.read_text() for p in expected.rglob("generated/*/*.py")}
+    assert main(["convert", str(expected)]) == 0
+    stale = sorted(p for p in before if (expected / p).read_text() != before[p])
+    assert len({p.parent.name for p in stale}) > 1  # the children too, not just base
+    capsys.readouterr()
+
+    assert main(["convert", "--check", str(root)]) == 1
+    out, err = capsys.readouterr()
+    assert sorted(err.splitlines()) == sorted(f"{root / p}: stale: differs from a fresh conversion" for p in stale)
+    models = ", ".join(sorted({p.parent.name for p in stale}))
+    fresh = len(list((root / "modular").iterdir())) - len({p.parent.name for p in stale})
+    assert (
+        out.splitlines()[-1]
+        == f"modbuild convert --check: {fresh} up to date, {len(stale)} stale ({models}), 0 failed"
+    )
+
+
+def test_help_lists_every_command_and_says_what_config_is():
+    result = subprocess.run([sys.executable, "-m", "modbuild.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for command in ("convert", "new", "train", "evaluate"):
+        assert f"\n    {command} " in result.stdout, result.stdout
+    assert "CONFIG (train, evaluate) is a YAML training config with the sections Global, Engine, Model" in text
+    assert "configs/tiny_qwen2.yaml" in text
+    evaluate = subprocess.run(
+        [sys.executable, "-m", "modbuild.cli", "evaluate", "--help"], capture_output=True, text=True
+    )
+    assert "CONFIG.yaml is a training config (YAML)" in " ".join(evaluate.stdout.split())
