@@ -78,7 +78,9 @@ def rerun(root: Path, model: str, check: str, **changes) -> Record:
 
 
 def table_rows(text: str) -> dict[str, str]:
-    return {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ") and "---" not in line}
+    return {
+        line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ") and "---" not in line
+    }
 
 
 def test_one_check_updates_its_row_and_keeps_the_others(project):
@@ -98,7 +100,10 @@ def test_one_check_updates_its_row_and_keeps_the_others(project):
 
 
 def test_one_train_check_keeps_the_other_models_in_train_md(project):
+    write_train(project)  # train.md as the committed verify.json's train rows give it
     before = (project / "reports" / "train.md").read_text()
+    trained = {model for model, check in records(project) if check == "train"}
+    assert len(trained) > 1 and trained <= set(table_rows(before))
     rerun(project, "llama", "train")  # the same result again: train.md must not change at all
     assert (project / "reports" / "train.md").read_text() == before
     rerun(project, "llama", "train", error="RuntimeError: boom")
