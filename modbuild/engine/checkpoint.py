@@ -151,10 +151,14 @@ def _is_array(value: Any) -> bool:
     return isinstance(value, paddle.Tensor | np.ndarray)
 
 
+def _array(value: paddle.Tensor | np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(value.numpy() if isinstance(value, paddle.Tensor) else value)
+
+
 def to_json_tree(value: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
     """`value` as JSON values, each tensor replaced by a ``{"$tensor": path}`` reference and put in `arrays`."""
     if _is_array(value):
-        arrays[path] = np.ascontiguousarray(value.numpy() if isinstance(value, paddle.Tensor) else value)
+        arrays[path] = _array(value)
         return {_TENSOR: path}
     if isinstance(value, dict):
         return {str(k): to_json_tree(v, f"{path}/{k}", arrays) for k, v in value.items()}
@@ -184,20 +188,19 @@ def from_json_tree(value: Any, arrays: dict[str, np.ndarray], file: Path) -> Any
 def save(output_dir: Path, model_state: dict, opt_state: dict, state: TrainState, keep_last: int) -> Path:
     """Write ``output_dir/step_<step>`` atomically, then delete all but the newest `keep_last`."""
     target = Path(output_dir) / f"step_{state.step:08d}"
-    model_arrays: dict[str, np.ndarray] = {}
-    to_json_tree(model_state, "", model_arrays)
+    model_arrays = {name: _array(value) for name, value in model_state.items()}
     arrays: dict[str, np.ndarray] = {}
     doc = {
         "step": state.step,
         "epoch": state.epoch,
         "batch": state.batch,
-        "lr_scheduler": to_json_tree(state.lr_scheduler, "lr_scheduler", {}),  # plain numbers
+        "lr_scheduler": to_json_tree(state.lr_scheduler, "lr_scheduler", arrays),
         "scaler": to_json_tree(state.scaler, "scaler", arrays),
         "rng": state.rng,
         "optimizer": to_json_tree(opt_state, "optimizer", arrays),
     }
     with atomic_directory(target) as tmp:
-        save_file({k[1:]: v for k, v in model_arrays.items()}, str(tmp / MODEL))  # keys without the root's "/"
+        save_file(model_arrays, str(tmp / MODEL))
         save_file(arrays, str(tmp / OPTIMIZER))
         atomic_write(tmp / STATE, json.dumps(doc))
         files = {
@@ -291,7 +294,7 @@ def _state(file: Path, arrays: dict[str, np.ndarray]) -> tuple[dict, TrainState]
             step=int(doc["step"]),
             epoch=int(doc["epoch"]),
             batch=int(doc["batch"]),
-            lr_scheduler=dict(doc["lr_scheduler"]),
+            lr_scheduler=from_json_tree(doc["lr_scheduler"], arrays, file),
             scaler=from_json_tree(doc["scaler"], arrays, file),
             rng=dict(doc["rng"]),
         )
