@@ -38,6 +38,15 @@ def outputs_intact(task, values) -> bool:
     return not _edited(task.targets)
 
 
+def doit_force_hint(line: str, model: str) -> str:
+    """The converter's refusals end with the CLI's `--force`; doit takes it on the `convert` group only
+    (`doit convert:qwen2 --force` is not a valid doit command line), so name the commands that work."""
+    if not line.endswith(" --force"):
+        return line
+    commands = f"`doit convert --force` (this model only: `MODBUILD_FORCE=1 doit convert:{model}`)"
+    return line.removesuffix("--force") + commands
+
+
 def convert_model(root: str, model: str, force: bool = False) -> dict | bool:
     """Convert one model; False on failure, else {"changed": how many files were written or removed}, which
     the reporter shows as `written` or `unchanged`."""
@@ -63,7 +72,7 @@ def convert_model(root: str, model: str, force: bool = False) -> dict | bool:
 
     outcome = build_model(project.modular_file(model), project.layout, force=force, validate=declared)
     for line in outcome.problems:
-        print(line, file=sys.stderr)
+        print(doit_force_hint(line, model), file=sys.stderr)
     if not outcome.ok:
         return False
     for path in set(edited) & set(outcome.written):

@@ -115,3 +115,19 @@ def test_a_generated_directory_without_its_modular_file_fails_check(built, tmp_p
     result = doit(root, "convert")
     assert result.returncode == 0 and f"warning: {message}" in result.stderr, result.stderr
     assert (root / "generated" / "grand" / "modeling_grand.py").is_file()  # reported, never deleted
+
+
+def test_a_hand_edit_names_a_doit_command_that_overwrites_it(built, tmp_path):
+    root = copy_of(built, tmp_path)
+    assert doit(root, "convert").returncode == 0
+    edited = root / "generated" / "child1" / "modeling_child1.py"
+    edited.write_text(edited.read_text() + "# a hand edit\n")
+    result = doit(root, "convert")
+    assert result.returncode != 0
+    line = next(line for line in result.stderr.splitlines() if line.startswith(f"{edited}: edited by hand"))
+    assert line.endswith("`doit convert --force` (this model only: `MODBUILD_FORCE=1 doit convert:child1`)"), line
+    command = line.rsplit("`", 2)[-2].split()  # the one-model command, as printed
+    env = dict(item.split("=", 1) for item in command if "=" in item)
+    forced = doit(root, *command[len(env) + 1 :], env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert "a hand edit" not in edited.read_text()
