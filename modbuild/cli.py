@@ -75,8 +75,7 @@ def _internal_error(modular: Path, exc: BaseException) -> Outcome:
     """A converter bug as a problem of this model only (the others still convert); the traceback is kept for -v."""
     outcome = Outcome(Path(modular))
     outcome.problems.append(f"{modular}: internal error: {type(exc).__name__}: {exc}")
-    if not traceback_of(outcome):
-        outcome.traceback = "".join(traceback.format_exception(exc))
+    outcome.traceback = "".join(traceback.format_exception(exc))
     return outcome
 
 
@@ -154,7 +153,7 @@ class Run:
                 for model in [m for m in pending if self.ready(m, pending, running)]:
                     pending.remove(model)
                     if not self.blocked(model):
-                        running[pool.submit(_convert_one, *self.args(model))] = model
+                        self.submit(pool, model, running)
                 if not running:
                     continue
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -165,6 +164,14 @@ class Run:
                     except Exception as exc:  # noqa: BLE001 - a worker that died: this model failed, not the run
                         outcome = _internal_error(self.layout.modular_file(model), exc)
                     self.finish(model, outcome)
+
+    def submit(self, pool, model: str, running: dict) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            running[pool.submit(_convert_one, *self.args(model))] = model
+        except BrokenProcessPool as exc:  # a worker died (a crash in native code): what is left fails, clearly
+            self.finish(model, _internal_error(self.layout.modular_file(model), exc))
 
     def ready(self, model: str, pending: list[str], running: dict) -> bool:
         return not any(p in pending or p in running.values() for p in self.parents(model))
