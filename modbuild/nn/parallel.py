@@ -4,6 +4,8 @@ A plan maps module paths (``"layers.*.self_attn.q_proj"``) to a style:
 
 - ``"colwise"``: output features split over ranks, output stays sharded.
 - ``"colwise_rep"``: output features split, output gathered (replicated), as for ``lm_head``.
+- ``"colwise_fused2"`` / ``"colwise_fused3"``: a fused projection of 2 (3) equal parts, each part split over ranks
+  on its own (GLM's ``gate_up_proj``), output stays sharded.
 - ``"rowwise"``: input features split, output all-reduced.
 - ``"vocab"``: embedding rows split.
 
@@ -34,6 +36,9 @@ _SPLIT_IS_COLUMN = {
     ("rowwise", "weight"): False,
     ("vocab", "weight"): False,
 }
+# Fused projections split part by part: "colwise_fused2" (GLM's gate_up_proj) gives each rank its slice of the gate
+# half and of the up half, [gate_r, up_r], which it chunks locally; paddlenlp's naive-fuse split/merge does the same.
+_FUSED_SPLIT_KWARGS = {"colwise_fused2": {"is_naive_2fuse": True}, "colwise_fused3": {"is_naive_3fuse": True}}
 
 DENSE_LAYER_TYPES = (
     nn.Linear,
@@ -65,7 +70,7 @@ def build_linear(in_features: int, out_features: int, config, plan: str | None, 
     if plan is None or not tensor_parallel_enabled(config):
         return nn.Linear(in_features, out_features, bias_attr=None if bias else False)
     sequence_parallel = sequence_parallel_enabled(config)
-    if plan == "colwise":
+    if plan == "colwise" or plan in _FUSED_SPLIT_KWARGS:
         cls = sp_utils.ColumnSequenceParallelLinear if sequence_parallel else fleet.meta_parallel.ColumnParallelLinear
         return cls(in_features, out_features, has_bias=bias, gather_output=False)
     if plan == "colwise_rep":
@@ -137,6 +142,8 @@ def tensor_parallel_actions(
             match = pattern.fullmatch(name)
             if match and (style, match.group(1)) in _SPLIT_IS_COLUMN:
                 actions[name] = partial(fn, is_column=_SPLIT_IS_COLUMN[style, match.group(1)])
+            elif match and style in _FUSED_SPLIT_KWARGS:
+                actions[name] = partial(fn, is_column=True, **_FUSED_SPLIT_KWARGS[style])
     return actions
 
 

@@ -103,10 +103,20 @@ def _split_axis(local_shape: list[int], full_shape: list[int]) -> int | None:
     return diff[0]
 
 
-def _gather(tensor, group, axis: int) -> np.ndarray:
+def _gather(tensor, group, axis: int, merge=None) -> np.ndarray:
+    """The full tensor from every rank's part: by the model's TP merge action where it has one (a fused
+    projection's parts are split each on its own, so the parts do not simply concatenate), else concatenated."""
     parts = []
     dist.all_gather(parts, tensor, group=group)
+    if merge is not None:
+        return merge([p.numpy() for p in parts])
     return np.concatenate([p.numpy() for p in parts], axis=axis)
+
+
+def _merge_actions(model) -> dict:
+    return type(model).get_tensor_parallel_convert_actions(
+        model.config, [n for n, _ in model.named_parameters()], is_split=False
+    )
 
 
 def load_split(model, full_state: dict[str, np.ndarray], actions: dict) -> int:
@@ -131,7 +141,7 @@ def _gathered_grads(model, reference, group) -> tuple[dict[str, np.ndarray], str
     """This rank's gradients gathered to full shape, and the worst relative error against the reference."""
     ref_params = dict(reference.named_parameters())
     largest = max((float(np.abs(p.grad.numpy()).max()) for p in ref_params.values() if p.grad is not None), default=0)
-    grads, worst, grad_max_rel = {}, None, 0.0
+    grads, worst, grad_max_rel, merges = {}, None, 0.0, _merge_actions(model)
     for name, param in model.named_parameters():
         if param.grad is None and ref_params[name].grad is None:
             continue  # an expert no token was routed to, in both runs
@@ -139,7 +149,7 @@ def _gathered_grads(model, reference, group) -> tuple[dict[str, np.ndarray], str
             raise AssertionError(f"{name}: a gradient in only one of the TP and single-process models")
         ref_grad = ref_params[name].grad.numpy()
         axis = _split_axis(list(param.shape), list(ref_grad.shape))
-        grads[name] = grad = param.grad.numpy() if axis is None else _gather(param.grad, group, axis)
+        grads[name] = grad = param.grad.numpy() if axis is None else _gather(param.grad, group, axis, merges.get(name))
         rel, _ = grad_rel(grad, ref_grad, largest)
         if worst is None or rel > grad_max_rel:
             worst, grad_max_rel = name, rel
@@ -277,10 +287,10 @@ def _tp_loss(group, vocab_size: int):
 
 
 def _full_params(model, reference_shapes: dict[str, list[int]], group) -> dict[str, np.ndarray]:
-    out = {}
+    out, merges = {}, _merge_actions(model)
     for name, param in model.named_parameters():
         axis = _split_axis(list(param.shape), reference_shapes[name])
-        out[name] = param.numpy() if axis is None else _gather(param, group, axis)
+        out[name] = param.numpy() if axis is None else _gather(param, group, axis, merges.get(name))
     return out
 
 
@@ -312,9 +322,8 @@ def train_worker(model_name: str, sequence_parallel: bool = True) -> dict:
     from paddle.distributed import fleet
     from paddle.distributed.fleet.utils.sequence_parallel_utils import register_sequence_parallel_allreduce_hooks
 
-    from modbuild.verify.paddle_run import max_rel
     from modbuild.verify.train_check import train_config_overrides
-    from modbuild.verify.train_loop import TrainConfig, batches, train_paddle
+    from modbuild.verify.train_loop import TrainConfig, batches, masked_max_rel, train_paddle, untrained_count
 
     shim = gloo_shim.install()
     hcg = _init_fleet()
@@ -360,7 +369,7 @@ def train_worker(model_name: str, sequence_parallel: bool = True) -> dict:
         params = _full_params(model, shapes, group)
         worst, params_max_rel = None, 0.0
         for name, value in params.items():
-            diff = max_rel(value, ref_run.params[name])
+            diff = masked_max_rel(value, ref_run.params[name], ref_run.comparable(name))
             if worst is None or diff > params_max_rel:
                 worst, params_max_rel = name, diff
         cases.append(
@@ -374,6 +383,7 @@ def train_worker(model_name: str, sequence_parallel: bool = True) -> dict:
             }
         )
     result = {"model": model_name, "gloo_shim": shim, "reference": ref_run.curves(), "cases": cases}
+    result["untrained"] = untrained_count(ref_run)
     if moe:
         result["sp_skipped"] = (
             "under SP a rank's router logits cover only its slice of the tokens; the aux loss would need a gather"

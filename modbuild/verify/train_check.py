@@ -63,7 +63,7 @@ def train_config_overrides(model: str) -> dict:
 def param_diffs(ours, theirs: Run, mine: Run) -> tuple[float, str, list[str]]:
     """Worst final-parameter difference (max |diff| / max |HF|) over the name mappings, its parameter, and the
     parameters HF has and ours lacks."""
-    from modbuild.verify.paddle_run import max_rel
+    from modbuild.verify.train_loop import masked_max_rel
 
     worst, worst_name, missing = 0.0, "", []
     for m in type(ours)._get_name_mappings(ours.config):
@@ -71,8 +71,10 @@ def param_diffs(ours, theirs: Run, mine: Run) -> tuple[float, str, list[str]]:
             missing.append(m.target_name)
             continue
         ref = theirs.params[m.source_name]
-        ref = ref.T if m.action == "transpose" else ref
-        value = max_rel(mine.params[m.target_name], ref)
+        trained = theirs.comparable(m.source_name)
+        if m.action == "transpose":
+            ref, trained = ref.T, None if trained is None else trained.T
+        value = masked_max_rel(mine.params[m.target_name], ref, trained)
         if value >= worst:
             worst, worst_name = value, m.target_name
     return worst, worst_name, missing
@@ -154,7 +156,7 @@ def check_train(
 
 
 def compare_training(model: str, ours, reference: Reference, cfg: TrainConfig, root: Path | None) -> Record:
-    from modbuild.verify.train_loop import train_paddle
+    from modbuild.verify.train_loop import train_paddle, untrained_count
 
     record = Record(model, "train", bounds=dict(TRAIN_BOUNDS))
     if is_moe(ours.config) and not ours.config.output_router_logits:
@@ -167,6 +169,7 @@ def compare_training(model: str, ours, reference: Reference, cfg: TrainConfig, r
     record.metrics["params"] = worst
     record.metrics["missing_params"] = float(len(missing))
     record.notes.append(f"largest parameter difference in {worst_name}")
+    untrained_note(record, untrained_count(theirs))
     if missing:
         record.notes.append(f"parameters on one side only: {missing[:4]}")
     mismatch = decay_mismatch(ours, theirs, mine)
@@ -178,6 +181,14 @@ def compare_training(model: str, ours, reference: Reference, cfg: TrainConfig, r
     if root is not None:
         save_curves(root, model, "train", {"HF (torch)": theirs.curves(), "ours (paddle)": mine.curves()})
     return record
+
+
+def untrained_note(record: Record, count: int) -> None:
+    if count:
+        record.notes.append(
+            f"{count} parameter elements the loss never trains (the reference's gradient zero up to rounding at every"
+            " step) are left out of params: Adam turns their rounding noise into full-size steps"
+        )
 
 
 def save_curves(root: Path, model: str, check: str, runs: dict[str, dict]) -> None:
@@ -238,6 +249,7 @@ def check_train_tp2(model: str, root: Path | None = None) -> Record:
     if "exit_after_result" in result:
         record.notes.append(f"the launch exited with {result['exit_after_result']} after writing its result")
     record.notes.append(f"largest parameter difference in {', '.join(worst)}")
+    untrained_note(record, result.get("untrained", 0))
     if root is not None:
         save_curves(root, model, "train-tp2", runs)
     return record

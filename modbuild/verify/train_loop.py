@@ -61,6 +61,18 @@ class Run:
     clipped_norm: list[float] = field(default_factory=list)
     params: dict[str, np.ndarray] = field(default_factory=dict)
     decayed: set[str] = field(default_factory=set)
+    # Per parameter, which elements' gradient was above rounding (`TRAINED`) at some step, and which was ever
+    # nonzero. An element that only ever got rounding noise (GLM's key bias on the features RoPE passes through)
+    # is not trained by the loss: Adam scales its noise up to full-size steps.
+    live: dict[str, np.ndarray] = field(default_factory=dict)
+    nonzero: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def comparable(self, name: str) -> np.ndarray | None:
+        """The elements whose final values mean something: trained, or never touched (exactly zero gradient)."""
+        if name not in self.live:
+            return None
+        return self.live[name] | ~self.nonzero[name]
+
     seconds: float = 0.0
 
     def curves(self) -> dict[str, list[float]]:
@@ -91,6 +103,32 @@ def batches(cfg: TrainConfig, vocab: int) -> list[list[np.ndarray]]:
 def paddle_decays(name: str, decay_norms: bool = False) -> bool:
     """PaddleNLP Trainer's rule: no decay when "bias" or "norm" is in the name (`decay_norms`: norms decay too)."""
     return "bias" not in name and (decay_norms or "norm" not in name)
+
+
+# A gradient element below this fraction of the step's largest is zero up to float rounding (paddle_run.ZERO_GRAD).
+TRAINED = 1e-6
+
+
+def mark_trained(run: Run, grads: dict[str, np.ndarray]) -> None:
+    """Record this step's gradients in ``run.live`` (above rounding) and ``run.nonzero``."""
+    largest = max((float(np.abs(g).max()) for g in grads.values() if g.size), default=0.0)
+    for name, grad in grads.items():
+        live, nonzero = np.abs(grad) >= TRAINED * largest, grad != 0
+        run.live[name] = run.live[name] | live if name in run.live else live
+        run.nonzero[name] = run.nonzero[name] | nonzero if name in run.nonzero else nonzero
+
+
+def masked_max_rel(value: np.ndarray, reference: np.ndarray, trained: np.ndarray | None) -> float:
+    """max |diff| / max |reference| over the trained elements (all of them without a mask)."""
+    scale = float(np.abs(reference).max())
+    diff = np.abs(value - reference) if trained is None else np.abs(value - reference)[trained]
+    worst = float(diff.max()) if diff.size else 0.0
+    return worst / scale if scale else worst
+
+
+def untrained_count(run: Run) -> int:
+    """Elements left out of the parameter comparison: only rounding noise ever reached them."""
+    return int(sum(int((~run.comparable(name)).sum()) for name in run.live))
 
 
 def global_norm(grads) -> float:
@@ -145,6 +183,7 @@ def _train_torch(net, data: list[list[np.ndarray]], cfg: TrainConfig) -> Run:
         run.loss.append(float(np.mean(losses)))
         run.lr.append(float(sched.get_last_lr()[0]))
         run.grad_norm.append(global_norm([p.grad.numpy() for p in params if p.grad is not None]))
+        mark_trained(run, {n: p.grad.numpy() for n, p in named if p.grad is not None})
         torch.nn.utils.clip_grad_norm_(params, cfg.clip)
         opt.step()
         run.clipped_norm.append(global_norm([p.grad.numpy() for p in params if p.grad is not None]))
@@ -248,6 +287,7 @@ def train_paddle(
         run.loss.append(float(np.mean(losses)))
         run.lr.append(float(opt.get_lr()))
         run.grad_norm.append(norm_fn(model))
+        mark_trained(run, {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None})
         opt.step()
         run.clipped_norm.append(norm_fn(model))
         opt.clear_grad(set_to_zero=False)
