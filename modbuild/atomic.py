@@ -72,18 +72,19 @@ def directory_mode(path: Path) -> int:
 def move_into(staging: Path, path: Path, names: list[str]) -> None:
     """Rename each entry ``staging/<name>`` to ``path/<name>`` (same filesystem), replacing what is there.
 
-    A file is replaced by one rename. A directory cannot be renamed over a non-empty one, so the old directory
-    is first renamed into ``staging`` and deleted once the new one is in place: never half of either.
+    A file is replaced by one rename. A directory cannot be renamed over a non-empty one (nor over a file, nor a
+    file over a directory), so what is there is first renamed into ``staging`` and deleted once the new entry is
+    in place: never half of either.
     """
     for name in names:
-        target = path / name
-        if target.is_dir() and not target.is_symlink():
-            aside = Path(tempfile.mkdtemp(dir=staging, prefix=".old.")) / name
-            os.replace(target, aside)
-            os.replace(staging / name, target)
-            shutil.rmtree(aside.parent)
-        else:
-            os.replace(staging / name, target)
+        target, new = path / name, staging / name
+        if target.is_symlink() or not target.exists() or not target.is_dir() and not new.is_dir():
+            os.replace(new, target)
+            continue
+        aside = Path(tempfile.mkdtemp(dir=staging, prefix=".old.")) / name
+        os.replace(target, aside)
+        os.replace(new, target)
+        shutil.rmtree(aside.parent)
     fsync_directory(path)
 
 
