@@ -84,7 +84,7 @@ def synthetic_family(root: Path, classes: int) -> list[Path]:
                 def __init__(self, config, layer_idx=0):
                     self.config = config
                     self.layer_idx = layer_idx
-                    self.inner = BaseBlock{i - 1}(config) if {i} else None
+                    self.inner = BaseBlock{max(i - 1, 0)}(config) if {i} else None
 
                 def forward(self, x):
                     values = [helper_{i}(v) * self.scale for v in x]

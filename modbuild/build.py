@@ -7,6 +7,7 @@ is reported naming the file; `force` overwrites all three.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,17 +24,26 @@ class Outcome:
     unchanged: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # `path: message` / `path:line: message`
     outputs: dict[Path, str] = field(default_factory=dict)
+    traceback: str | None = None  # a converter bug's traceback (an internal error), for a verbose flag
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def status(self) -> str:
+        """`written` when some output was (re)written, `unchanged` when every output already held these bytes,
+        `failed` otherwise: what a reporter says for the model."""
+        if self.problems:
+            return "failed"
+        return "written" if self.written else "unchanged"
 
 
 def guard(path: Path, force: bool) -> str | None:
     """Why `path` must not be overwritten, or None."""
     if not path.exists():
         return None
-    state = classify(path.read_text())
+    state = classify(_text(path))
     if state == "ours" or force:
         return None
     if state == "edited":
@@ -55,11 +65,15 @@ def build_model(
     """Convert `modular`; then write the outputs that changed (or, with `check`, report them).
 
     `validate` may refuse a conversion's outputs (a list of problems) before anything is written."""
-    from modbuild.convert import ConvertError, FormatError, convert_file  # libcst: only when converting
+    from modbuild.convert import ConvertError, FormatError, InternalError, convert_file  # libcst: when converting
 
     outcome = Outcome(Path(modular))
     try:
         outcome.outputs = convert_file(modular, layout, read=read)
+    except InternalError as exc:  # a converter bug: this model fails, the others still convert
+        outcome.problems.append(str(exc))
+        outcome.traceback = "".join(traceback.format_exception(exc.__cause__ or exc))
+        return outcome
     except (ConvertError, FormatError, OSError) as exc:
         outcome.problems.append(str(exc))
         return outcome
@@ -70,7 +84,7 @@ def build_model(
     if outcome.problems:
         return outcome  # nothing is written for a model with a refused target: its outputs stay consistent
     for target, text in outcome.outputs.items():
-        current = target.read_text() if target.exists() else None
+        current = _text(target) if target.exists() else None
         if current == text:
             outcome.unchanged.append(target)
         elif check:
@@ -79,6 +93,11 @@ def build_model(
             atomic_write(target, text)
             outcome.written.append(target)
     return outcome
+
+
+def _text(path: Path) -> str:
+    """A target's text; a byte that is not UTF-8 (the converter writes UTF-8) reads as an edit, not a crash."""
+    return path.read_bytes().decode("utf-8", errors="replace")
 
 
 def _check_state(current: str | None) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modbuild.layout import Layout, kind_of_class
+from modbuild.layout import Layout, SourceDecodeError, kind_of_class, read_source
 from modbuild.toposort import ordered
 
 if TYPE_CHECKING:
@@ -82,9 +82,12 @@ def _imports(body: list[ast.stmt]):
 def _scan(model: Model, known: set[str], layout: Layout) -> None:
     for path in model.sources:
         try:
-            tree = ast.parse(path.read_text(), filename=str(path))
+            tree = ast.parse(read_source(path), filename=str(path))
         except SyntaxError as exc:
             model.error = f"{path}:{exc.lineno}: syntax error: {exc.msg}"
+            return
+        except SourceDecodeError as exc:  # this model's failure: discovery (`doit list`) goes on
+            model.error = str(exc)
             return
         if path.name == f"modular_{model.name}.py":
             model.defines_config = any(
@@ -92,7 +95,12 @@ def _scan(model: Model, known: set[str], layout: Layout) -> None:
             )
         for node in _imports(tree.body):
             for parent in parent_of_import(node, layout, model.directory or model.name):
-                if parent not in known and not (layout.generated_root / parent).is_dir():
+                if parent == model.name:  # a model is not its own parent: not a silent self-edge either
+                    model.error = model.error or (
+                        f"{path}:{node.lineno}: model '{parent}' imports its own generated code: "
+                        "a model cannot be its own parent"
+                    )
+                elif parent not in known and not (layout.generated_root / parent).is_dir():
                     model.error = model.error or f"{path}:{node.lineno}: imports unknown model '{parent}'"
                 elif parent != model.name and parent in known:
                     model.parents.setdefault(parent, (path, node.lineno))

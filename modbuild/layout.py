@@ -145,6 +145,41 @@ class Layout:
         return found
 
 
+class SourceDecodeError(ValueError):
+    """A source file that is not UTF-8 text: `path:line: not valid UTF-8 ...`."""
+
+    def __init__(self, path: Path | str, line: int, message: str):
+        super().__init__(f"{path}:{line}: {message}")
+        self.path, self.line, self.message = Path(path), line, message
+
+
+BOM = "\ufeff"
+
+
+def decode_source(path: Path | str, data: bytes) -> str:
+    """A Python source file's text. UTF-8 only (what the converter writes); a leading byte-order mark, which
+    Python accepts, is dropped: parsers other than Python's reject it, and no output keeps it."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise decode_error(path, exc) from None
+    return text[1:] if text.startswith(BOM) else text
+
+
+def decode_error(path: Path | str, exc: UnicodeDecodeError) -> SourceDecodeError:
+    """The line and column of the first byte that is not UTF-8, from a failed decode of the whole file."""
+    data = bytes(exc.object)
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+    return SourceDecodeError(
+        path, line, f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at column {column}); save the file as UTF-8"
+    )
+
+
+def read_source(path: Path) -> str:
+    return decode_source(path, Path(path).read_bytes())
+
+
 def is_sibling_module(model: str, stem: str) -> bool:
     """`.configuration_llama` / `.configuration` seen from `llama/`: the same model's code, in any layout."""
     return any(Layout(Path(), Path(), style=style).kind_of_stem(model, stem) for style in STYLES)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modbuild.layout import Layout
+from modbuild.layout import Layout, SourceDecodeError, read_source
 from modbuild.naming import Prefix, PrefixError, Renamer, infer_prefixes
 from modbuild.runtime_fold import FOLD, fold_class, recompile_init, replace_assignments
 from modbuild.runtime_names import preferred_parents
@@ -52,7 +52,9 @@ def _dunder(name: str) -> bool:
 
 def _parse(path: Path) -> ast.Module:
     try:
-        return ast.parse(path.read_text(), filename=str(path))
+        return ast.parse(read_source(path), filename=str(path))
+    except SourceDecodeError as exc:
+        raise ModularError(path, exc.line, exc.message) from None
     except SyntaxError as exc:
         raise ModularError(path, exc.lineno or 1, f"syntax error: {exc.msg}") from None
 

@@ -206,3 +206,154 @@ def test_an_explicit_import_wins_over_the_first_parent(tmp_path):
 
     oracle = load_modular(child, tmp_path).Qwen3MoeModel()
     assert oracle.build().width() == 2 and oracle.inherited().width() == 2
+
+
+# --- output that would not import, or is not what the modular file says (issue 19) -------------------------------
+
+MODULAR = "modular/qwen2/modular_qwen2.py"
+OUT = "generated/qwen2/modeling_qwen2.py"
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", '"""Only a docstring."""\n\nimport math\n'])
+def test_an_empty_modular_file_is_an_error(tmp_path, text):
+    expect_error(tmp_path, text, 1, "empty modular file: it defines no class or function")
+
+
+def test_an_undefined_base_class_is_an_error(tmp_path):
+    child = "from generated.llama.modeling_llama import LlamaLayer\n\n\nclass Qwen2Layer(LlamaLayre):\n    pass\n"
+    expect_error(tmp_path, child, 4, "name 'LlamaLayre' is not defined")
+
+
+def test_an_undefined_name_read_in_a_method_is_an_error(tmp_path):
+    child = HEADER + "    def forward(self, x):\n        y = super().forward(x)\n        return helpr(y)\n"
+    expect_error(tmp_path, child, 7, "name 'helpr' is not defined")
+
+
+def test_names_bound_by_global_statements_and_builtins_are_defined(tmp_path):
+    child = HEADER + (
+        "    def forward(self, x):\n"
+        "        global _calls\n"
+        "        _calls = len([x]) + int(__name__ != '')\n"
+        "        return _calls\n"
+    )
+    assert convert(tmp_path, child)[tmp_path / OUT]
+
+
+def test_a_star_import_of_a_parent_is_an_error(tmp_path):
+    child = "from generated.llama.modeling_llama import *\n\n\nclass Qwen2Layer(LlamaLayer):\n    pass\n"
+    expect_error(tmp_path, child, 1, "`from generated.llama.modeling_llama import *`: a star import of model 'llama'")
+
+
+def test_an_import_of_another_models_other_module_is_an_error(tmp_path):
+    child = HEADER.replace("\n\n\n", "\nfrom generated.llama.utils_llama import helper\n\n\n", 1) + (
+        "    def forward(self, x):\n        return helper(x)\n"
+    )
+    expect_error(tmp_path, child, 2, "the generated file would import model 'llama' (generated.llama.utils_llama)")
+
+
+def test_a_model_importing_its_own_generated_code_is_an_error(tmp_path):
+    (tmp_path / "generated" / "qwen2").mkdir(parents=True)
+    (tmp_path / "generated" / "qwen2" / "modeling_qwen2.py").write_text("class Qwen2Layer:\n    pass\n")
+    child = "from generated.qwen2.modeling_qwen2 import Qwen2Layer\n\n\nclass Qwen2Other(Qwen2Layer):\n    pass\n"
+    expect_error(tmp_path, child, 1, "model 'qwen2' imports its own generated code")
+
+
+def test_a_self_import_is_a_graph_error_of_that_model(tmp_path):
+    from modbuild.graph import discover
+
+    for model, text in (
+        ("qwen2", "from ..qwen2.modeling_qwen2 import Qwen2Layer\n"),
+        ("llama", "class A:\n    pass\n"),
+    ):
+        (tmp_path / "modular" / model).mkdir(parents=True)
+        (tmp_path / "modular" / model / f"modular_{model}.py").write_text(text)
+    models = discover(tmp_path / "modular", strict=False)
+    assert models["qwen2"].error == (
+        f"{tmp_path / MODULAR}:1: model 'qwen2' imports its own generated code: a model cannot be its own parent"
+    )
+    assert models["qwen2"].parents == {} and models["llama"].error is None
+
+
+def test_a_class_defined_twice_is_an_error(tmp_path):
+    child = HEADER + "    pass\n\n\nclass Qwen2Layer(LlamaLayer):\n    scale = 2\n"
+    expect_error(tmp_path, child, 8, "class 'Qwen2Layer' is defined twice (lines 4 and 8)")
+
+
+def test_overloads_are_not_defined_twice(tmp_path):
+    child = HEADER + "    pass\n\n\n@overload\ndef f(x: int) -> int: ...\n@overload\ndef f(x: str) -> str: ...\n"
+    child = "from typing import overload\n" + child + "def f(x):\n    return x\n"
+    assert convert(tmp_path, child)[tmp_path / OUT].count("def f(") == 3
+
+
+def test_a_byte_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    convert(tmp_path, HEADER + "    pass\n")  # writes the parent and a valid child
+    path = tmp_path / MODULAR
+    path.write_bytes(path.read_bytes().replace(b"    pass", b"    x = '\xe9t\xe9'"))
+    with pytest.raises(ConvertError, match=r"modular_qwen2\.py:5: not valid UTF-8 \(byte 0xe9 at column 10\)"):
+        convert_file(path, Layout(tmp_path / "modular", tmp_path / "generated"))
+    with pytest.raises(ConvertError, match=r"modular_qwen2\.py:5: not valid UTF-8"):  # as `doit check` reads it
+        convert_file(path, Layout(tmp_path / "modular", tmp_path / "generated"), read=lambda p: p.read_text())
+
+
+def test_a_byte_that_is_not_utf8_fails_only_that_model_in_discovery(tmp_path):
+    from modbuild.graph import discover
+
+    for model in ("qwen2", "llama"):
+        (tmp_path / "modular" / model).mkdir(parents=True)
+    (tmp_path / "modular/llama/modular_llama.py").write_text("class LlamaLayer:\n    pass\n")
+    (tmp_path / MODULAR).write_bytes(b"# caf\xe9\nclass Qwen2Layer:\n    pass\n")
+    models = discover(tmp_path / "modular", strict=False)
+    assert (
+        models["qwen2"].error
+        == f"{tmp_path / MODULAR}:1: not valid UTF-8 (byte 0xe9 at column 6); save the file as UTF-8"
+    )
+    assert models["llama"].error is None
+
+
+def test_a_utf8_bom_is_accepted_and_not_kept(tmp_path):
+    from modbuild.graph import discover
+
+    convert(tmp_path, HEADER + "    pass\n")
+    path = tmp_path / MODULAR
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    text = convert_file(path, Layout(tmp_path / "modular", tmp_path / "generated"))[tmp_path / OUT]
+    assert "\ufeff" not in text and "class Qwen2Layer:" in text
+    (tmp_path / "modular/llama").mkdir()
+    (tmp_path / "modular/llama/modular_llama.py").write_text("class LlamaLayer:\n    pass\n")
+    found = discover(tmp_path / "modular", strict=False)["qwen2"]
+    assert found.error is None and found.parents == {"llama": (path, 1)}
+
+
+def test_one_line_class_bodies_merge(tmp_path):
+    """`class A(B): ...` crashed the merge (libcst: 'FunctionDef' object has no attribute 'semicolon')."""
+    parent = PARENT + "\n\nclass LlamaSmall(LlamaLayer): size = 1; depth = 2\n"
+    child = (
+        "from generated.llama.modeling_llama import LlamaLayer, LlamaSmall\n\n\n"
+        "class Qwen2Layer(LlamaLayer): ...\n\n\n"
+        "class Qwen2Small(LlamaSmall): depth = 3\n"
+    )
+    text = convert(tmp_path, child, parent)[tmp_path / OUT]
+    namespace: dict = {}
+    exec(text, namespace)
+    small = namespace["Qwen2Small"](None)
+    assert (small.size, small.depth, small.forward(2)) == (1, 3, 2.0)
+    assert "..." not in text and text.count("depth =") == 1
+
+
+def test_a_converter_bug_is_an_internal_error_of_that_model(tmp_path, monkeypatch):
+    """No modular file is known to crash the converter now, so a pass is made to fail: the model gets a
+    `path:line: internal error` naming the class being converted, and the traceback is kept for -v."""
+    from modbuild.build import build_model
+    from modbuild.convert import merge
+
+    def broken(self, *args, **kwargs):
+        raise KeyError("boom")
+
+    convert(tmp_path, HEADER + "    pass\n")
+    monkeypatch.setattr(merge.ClassMerger, "merge", broken)
+    outcome = build_model(tmp_path / MODULAR, Layout(tmp_path / "modular", tmp_path / "generated"))
+    assert outcome.problems == [
+        f"{tmp_path / MODULAR}:4: internal error: KeyError: 'boom' (a bug in modbuild's converter)"
+    ]
+    assert "Traceback (most recent call last)" in outcome.traceback and "in broken" in outcome.traceback
+    assert not (tmp_path / OUT).exists() and outcome.status == "failed"

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import libcst as cst
 
+from modbuild.convert.check import check_child, check_empty, check_imports, check_names
 from modbuild.convert.collect import Namespace, collect
 from modbuild.convert.emit import FormatError, render, ruff_format
 from modbuild.convert.nodes import is_docstring, is_name, single
 from modbuild.convert.resolve import load_parents
-from modbuild.convert.source import ConvertError, SourceModule, load_source
+from modbuild.convert.source import ConvertError, InternalError, SourceModule, load_source, read_with
 from modbuild.header import with_header
 from modbuild.layout import Layout, kind_order
 
-__all__ = ["ConvertError", "FormatError", "Layout", "convert_file", "model_of"]
+__all__ = ["ConvertError", "FormatError", "InternalError", "Layout", "convert_file", "model_of"]
 
 _DEFINITIONS = (cst.ClassDef, cst.FunctionDef)
 Reader = Callable[[Path], "str | None"]
@@ -50,7 +51,12 @@ def convert_file(path: Path, layout: Layout, read: Reader | None = None) -> dict
     files are read from disk.
     """
     with _no_cycle_collection():
-        return _convert(Path(path), layout, read)
+        try:
+            return _convert(Path(path), layout, read)
+        except (ConvertError, FormatError, OSError):
+            raise
+        except Exception as exc:  # a bug of ours, outside any one definition: the model fails, named
+            raise InternalError(path, 1, exc) from exc
 
 
 @contextmanager
@@ -69,17 +75,21 @@ def _no_cycle_collection() -> Iterator[None]:
 
 def _convert(path: Path, layout: Layout, read: Reader | None) -> dict[Path, str]:
     model = model_of(path)
-    child = load_source(path, read(path) if read else None)
+    child = load_source(path, read_with(read, path))
+    check_child(child, layout, model)
     prefix, parents, imports = load_parents(child, model, layout, read)
+    check_empty(child)
     ns = collect(child, prefix, parents, imports)
     parent_modules = [mod for p in parents for mod in p.modules.values()]
     future = any(_has_future_annotations(mod) for mod in [child, *parent_modules])
     sources = [_rel(path, layout)] + [_rel(mod.path, layout) for mod in parent_modules]
     outputs = {}
     for kind, units, cross in split_by_kind(ns):
+        check_imports(path, layout, model, [(u.node, u.key.line, u.origin) for u in units if u.is_import])
         cross_imports = {layout.stem(model, k): names for k, names in cross.items()}
         doc = _docstring(child) if kind == "modeling" else ""
         outputs[layout.file(model, kind)] = render(units, cross_imports, future, prefix.camel, doc)
+    check_names(child, outputs)
     return {out: with_header(ruff_format(code, str(out)), sources) for out, code in outputs.items()}
 
 

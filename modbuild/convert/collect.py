@@ -15,10 +15,10 @@ from libcst.helpers import get_full_name_for_node
 
 from modbuild.convert import supercall
 from modbuild.convert.merge import ClassMerger, ParentClass
-from modbuild.convert.nodes import find_all, is_docstring, is_name
+from modbuild.convert.nodes import class_body, find_all, is_docstring, is_name
 from modbuild.convert.rename import rename_node, replace_names
 from modbuild.convert.resolve import Parent, ParentImports
-from modbuild.convert.source import ConvertError, Member, SourceModule, Unit, member_key
+from modbuild.convert.source import ConvertError, InternalError, Member, SourceModule, Unit, member_key
 from modbuild.layout import kind_of_class
 from modbuild.naming import Prefix
 
@@ -209,21 +209,30 @@ class Namespace:
             if unit.is_import:
                 units.append(self._new(unit.names, unit.node, (), Placement(Placement.IMPORTS, unit.line), True))
                 continue
-            merged = self._merge(unit) if isinstance(unit.node, cst.ClassDef) else None
-            if merged is not None:
-                out, last = merged
-            else:
-                node = self._localise(unit.node)
-                replaced = self._replaced_key(unit.names)
-                key = replaced or Placement.after(last, unit.line)
-                out = self._new(unit.names, node, self._out(unit.deps), key, eager=self._out(unit.eager))
-                out.floating = replaced is None and bool(self.parents)
+            try:
+                out, last = self._child_unit(unit, last)
+            except ConvertError:
+                raise
+            except Exception as exc:  # a converter bug: name the definition it met it in
+                raise InternalError(self.child.path, unit.line, exc) from exc
             units.append(out)
             roots.append(out)
         for stmt, deps, line in self.child.loose:
             if not is_docstring(stmt):
                 roots.append(self._new((), self._localise(stmt), self._out(deps), Placement(Placement.LOOSE, line)))
         return units, roots
+
+    def _child_unit(self, unit: Unit, last: tuple[int, int]) -> tuple[OutUnit, tuple[int, int]]:
+        """One child definition: a class merged over its parent's, or anything else as written (localised)."""
+        merged = self._merge(unit) if isinstance(unit.node, cst.ClassDef) else None
+        if merged is not None:
+            return merged
+        node = self._localise(unit.node)
+        replaced = self._replaced_key(unit.names)
+        key = replaced or Placement.after(last, unit.line)
+        out = self._new(unit.names, node, self._out(unit.deps), key, eager=self._out(unit.eager))
+        out.floating = replaced is None and bool(self.parents)
+        return out, last
 
     def _explicit_imports(self) -> dict[str, tuple[Parent, Unit, SourceModule]]:
         """`from ..llama.modeling_llama import apply_rotary_pos_emb`: that parent's definition, whichever
@@ -309,7 +318,7 @@ class Namespace:
         )
         members = [
             Member(member_key(new), new, self._parent_deps(parent, module, mem.deps, aliases))
-            for mem, new in zip(unit.members, node.body.body)
+            for mem, new in zip(unit.members, class_body(node))
         ]
         return ParentClass(node, members, (unit, module))
 

@@ -36,9 +36,15 @@ def order(units: Iterable[OutUnit]) -> list[OutUnit]:
     by_name = {name: u for u in units for name in u.names}
     before = {u.uid: [by_name[d].uid for d in u.eager if d in by_name and by_name[d] is not u] for u in units}
     keys = {u.uid: (u.key, u.uid) for u in units}
+    readers: dict[str, list[OutUnit]] = {}  # name -> the units that read it (indexed once: this was quadratic)
+    for unit in units:
+        for name in unit.deps:
+            readers.setdefault(name, []).append(unit)
     for unit in units:  # a child's new helper goes right before the first definition that uses it
-        users = [keys[u.uid] for u in units if u is not unit and set(unit.names) & u.deps]
-        if unit.floating and users and min(users) < keys[unit.uid]:
+        if not unit.floating:
+            continue
+        users = [keys[u.uid] for name in unit.names for u in readers.get(name, ()) if u is not unit]
+        if users and min(users) < keys[unit.uid]:
             keys[unit.uid] = (min(users)[0], -1, unit.uid)
     lookup = {u.uid: u for u in units}
     return [lookup[uid] for uid in ordered(before, keys.__getitem__)]

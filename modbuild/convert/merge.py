@@ -81,13 +81,17 @@ class ClassMerger:
             for mem in merged_members
         ]
         self._check_deleted_attrs(merged_members)
-        body = [mem.node for mem in merged_members] or [cst.SimpleStatementLine([cst.Pass()])]
+        body = [mem.node for mem in merged_members if not _is_placeholder(mem.node)] or [
+            cst.SimpleStatementLine([cst.Pass()])
+        ]
         deps = set().union(*(mem.deps for mem in merged_members)) if merged_members else set()
+        # `class A(B): ...` on one line has a suite of small statements: the merged body needs a block
+        block = child.body if isinstance(child.body, cst.IndentedBlock) else cst.IndentedBlock(body=[])
         node = child.with_changes(
             bases=self._bases(child, parents, own, calls.used - own),
             keywords=child.keywords or parents[0].node.keywords,
             decorators=child.decorators or parents[0].node.decorators,
-            body=child.body.with_changes(body=body),
+            body=block.with_changes(body=body),
         )
         for parent in parents:
             deps |= _header_deps(parent)
@@ -137,7 +141,7 @@ class ClassMerger:
                 out.append(self._member(override, mem, inherited))
         for mem in child:
             # a removal marker removes what the parent has; a new member shaped like one is kept, as written (HF)
-            if mem.key in used or isinstance(single(mem.node), cst.Pass):
+            if mem.key in used or _is_placeholder(mem.node):
                 continue
             new = self._member(mem, None, inherited)
             if mem.key == "__doc__":
@@ -276,6 +280,12 @@ class _BaseCalls(cst.CSTTransformer):
             return updated
         self.used.add(base)
         return updated.with_changes(func=func.with_changes(value=cst.Call(cst.Name("super"))))
+
+
+def _is_placeholder(node: cst.BaseStatement) -> bool:
+    """`pass` or `...`: a body that only has to exist, not a member (HF drops both)."""
+    inner = single(node)
+    return isinstance(inner, cst.Pass) or isinstance(inner, cst.Expr) and isinstance(inner.value, cst.Ellipsis)
 
 
 def _is_attribute(node: cst.BaseStatement) -> bool:

@@ -30,6 +30,16 @@ def is_docstring(stmt: cst.CSTNode) -> bool:
     return isinstance(inner, cst.Expr) and isinstance(inner.value, STRINGS)
 
 
+def class_body(node: cst.ClassDef) -> list[cst.BaseStatement]:
+    """A class's statements. `class A(B): x = 1; y = 2` on one line has a suite of small statements: each
+    becomes a statement line of its own, as if written in an indented block."""
+    if isinstance(node.body, cst.IndentedBlock):
+        return list(node.body.body)
+    return [
+        cst.SimpleStatementLine([small.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)]) for small in node.body.body
+    ]
+
+
 def strip_docstring(body: list[cst.BaseStatement]) -> list[cst.BaseStatement]:
     return body[1:] if body and is_docstring(body[0]) else body
 

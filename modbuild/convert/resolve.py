@@ -9,7 +9,7 @@ from pathlib import Path
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
-from modbuild.convert.source import ConvertError, ModularWarning, SourceModule, Unit, load_source
+from modbuild.convert.source import ConvertError, ModularWarning, SourceModule, Unit, load_source, read_with
 from modbuild.layout import Layout, kind_order
 from modbuild.naming import Prefix, PrefixError, Renamer, infer_prefixes
 
@@ -113,7 +113,7 @@ def load_parents(
     imports = find_parent_imports(child, layout)
     prefix, parent_prefixes = child_prefix(child, imports, model)
     parents: dict[str, Parent] = {}
-    exists = (lambda p: read(p) is not None) if read else Path.is_file
+    exists = (lambda p: read_with(read, p) is not None) if read else Path.is_file
     for parent_model, kind, line in imports.order:
         path = layout.file(parent_model, kind)
         if not exists(path):
@@ -138,7 +138,7 @@ def _load_kind(parent: Parent, kind: str, layout: Layout, exists, read) -> None:
     if kind in parent.modules:
         return
     path = layout.file(parent.model, kind)
-    module = parent.modules[kind] = load_source(path, read(path) if read else None)
+    module = parent.modules[kind] = load_source(path, read_with(read, path))
     for sibling in sibling_kinds(module, layout, parent.model):
         if exists(layout.file(parent.model, sibling)):
             _load_kind(parent, sibling, layout, exists, read)

@@ -10,6 +10,7 @@ thirtieth of the cost, which keeps conversion within a few parse times.
 from __future__ import annotations
 
 import ast
+import bisect
 import symtable
 from dataclasses import dataclass, field
 
@@ -35,7 +36,7 @@ class Reads:
     member_spans: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _outer_names(stmt: ast.stmt) -> set[str]:
+def outer_names(stmt: ast.stmt) -> set[str]:
     """Names a statement loads in the scope it sits in: nested scopes contribute only what runs
     there (decorators, defaults, annotations, bases, a comprehension's first iterable)."""
     found: set[str] = set()
@@ -94,8 +95,18 @@ def _table_reads(table: symtable.SymbolTable) -> set[str]:
     return reads
 
 
-def _tables_in(table: symtable.SymbolTable, start: int, end: int) -> list[symtable.SymbolTable]:
-    return [t for t in table.get_children() if start <= t.get_lineno() <= end]
+class _Children:
+    """A scope's child scopes, by line: `get_children` builds new wrapper objects on every call, so asking it once
+    per statement made a module's analysis quadratic in its size."""
+
+    def __init__(self, table: symtable.SymbolTable | None):
+        children = table.get_children() if table is not None else []
+        pairs = sorted(((t.get_lineno(), i), t) for i, t in enumerate(children))
+        self.lines = [line for (line, _), _ in pairs]
+        self.tables = [t for _, t in pairs]
+
+    def within(self, start: int, end: int) -> list[symtable.SymbolTable]:
+        return self.tables[bisect.bisect_left(self.lines, start) : bisect.bisect_right(self.lines, end)]
 
 
 def _span(node: ast.stmt) -> tuple[int, int]:
@@ -106,22 +117,23 @@ def _span(node: ast.stmt) -> tuple[int, int]:
 def statement_reads(code: str, filename: str) -> list[Reads]:
     """One `Reads` per top-level ast statement, in order."""
     tree = ast.parse(code, filename=filename)
-    top = symtable.symtable(code, filename, "exec")
+    top = _Children(symtable.symtable(code, filename, "exec"))
     out = []
     for stmt in tree.body:
         start, end = _span(stmt)
-        nested = _tables_in(top, start, end)
+        nested = top.within(start, end)
         reads = Reads(line=stmt.lineno, span=(start, end))
-        reads.eager = _outer_names(stmt)
+        reads.eager = outer_names(stmt)
         reads.all = set(reads.eager).union(*(_table_reads(t) for t in nested)) | _annotation_names(stmt)
         if isinstance(stmt, ast.ClassDef):
             cls = next((t for t in nested if t.get_type() == "class" and t.get_name() == stmt.name), None)
             reads.eager |= _table_reads_outside_functions(cls) if cls else set()
             local = {s.get_name() for s in cls.get_symbols() if s.is_assigned()} if cls else set()
+            members = _Children(cls)
             for member in stmt.body:
                 m_start, m_end = _span(member)
-                inner = _tables_in(cls, m_start, m_end) if cls else []
-                own = (_outer_names(member) - local) | _annotation_names(member)
+                inner = members.within(m_start, m_end)
+                own = (outer_names(member) - local) | _annotation_names(member)
                 reads.members.append(own.union(*(_table_reads(t) for t in inner)))
                 reads.member_spans.append((m_start, m_end))
         out.append(reads)

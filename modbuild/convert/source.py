@@ -7,6 +7,7 @@ are never mistaken for dependencies.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -15,9 +16,9 @@ import libcst as cst
 from libcst.helpers import get_full_name_for_node
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from modbuild.convert.nodes import is_docstring, single
+from modbuild.convert.nodes import class_body, is_docstring, single
 from modbuild.convert.scopes import Reads, statement_reads
-from modbuild.layout import is_sibling_module
+from modbuild.layout import BOM, SourceDecodeError, decode_error, is_sibling_module, read_source
 
 
 class ConvertError(Exception):
@@ -26,6 +27,14 @@ class ConvertError(Exception):
     def __init__(self, path: Path | str, line: int, message: str):
         super().__init__(f"{path}:{line}: {message}")
         self.path, self.line = Path(path), line
+
+
+class InternalError(ConvertError):
+    """A bug in the converter met while converting one file: reported as `path:line: internal error: ...` for the
+    model (the line of the definition being converted, else 1); the original exception is its `__cause__`."""
+
+    def __init__(self, path: Path | str, line: int, exc: BaseException):
+        super().__init__(path, line, f"internal error: {type(exc).__name__}: {exc} (a bug in modbuild's converter)")
 
 
 class ModularWarning(UserWarning):
@@ -193,12 +202,11 @@ def _aligned(statements, reads: list) -> list:
 
 
 def _class_members(node: cst.ClassDef, reads: Reads, lines: list[str]) -> list[Member]:
-    if not isinstance(node.body, cst.IndentedBlock):
-        return []
-    chunks = _aligned(node.body.body, list(zip(reads.members, reads.member_spans)))
+    body = class_body(node)
+    chunks = _aligned(body, list(zip(reads.members, reads.member_spans)))
     members = []
     previous_end = reads.line  # a member's text starts after the one before: its comments come with it
-    for stmt, chunk in zip(node.body.body, chunks):
+    for stmt, chunk in zip(body, chunks):
         deps = frozenset().union(*(member_reads for member_reads, _ in chunk))
         end = chunk[-1][1][1] if chunk else previous_end
         text = "\n".join(lines[previous_end:end]) if chunk else None
@@ -256,13 +264,29 @@ def parse_source(path: Path, code: str) -> SourceModule:
 
 @lru_cache(maxsize=256)
 def _cached(path: Path, stamp: tuple[int, int], code: str | None) -> SourceModule:
-    return parse_source(path, code if code is not None else path.read_text())
+    if code is None:
+        try:
+            code = read_source(path)
+        except SourceDecodeError as exc:
+            raise ConvertError(path, exc.line, exc.message) from None
+    return parse_source(path, code)
 
 
 def load_source(path: Path, code: str | None = None) -> SourceModule:
     """Parse `path` (or the given text for it) once per process."""
     path = Path(path)
     if code is not None:
-        return _cached(path, (0, 0), code)
+        return _cached(path, (0, 0), code.removeprefix(BOM))
     stat = path.stat()
     return _cached(path, (stat.st_mtime_ns, stat.st_size), None)
+
+
+def read_with(read: Callable[[Path], str | None] | None, path: Path) -> str | None:
+    """`read(path)` (None without a reader: the file is read from disk), a file that is not UTF-8 named."""
+    if read is None:
+        return None
+    try:
+        return read(path)
+    except UnicodeDecodeError as exc:
+        error = decode_error(path, exc)
+        raise ConvertError(path, error.line, error.message) from None
