@@ -112,5 +112,5 @@ def test_verify_task_must_be_known(tmp_path: Path):
 def test_generate_refuses_a_directory_without_a_checkpoint(tmp_path: Path, capsys):
     from modbuild.generate import main
 
-    assert main(["--model", str(tmp_path), "--prompt", "hi"]) == 1
+    assert main(["--model", str(tmp_path), "--prompt", "hi"]) == 2
     assert f"{tmp_path}: no config.json" in capsys.readouterr().err
