@@ -118,9 +118,9 @@ def test_interrupted_install_is_refused_as_a_source_and_repaired_by_a_rerun(dirs
 def test_split_degree_that_does_not_divide_the_model(dirs, tmp_path, capsys):
     code, err = run(capsys, "split", "--src", str(dirs["paddle"]), "--dst", str(tmp_path / "tp3"), "--tp", "3")
     assert code == 2
-    # The tiny llama: 4 heads, 2 key/value heads, a 128-token vocabulary.
+    # The tiny llama: 4 heads, 2 key/value heads, a 128-token vocabulary, 128 MLP columns.
     assert f"error: {dirs['paddle'] / 'config.json'}: --tp 3 does not divide num_attention_heads 4, " in err
-    assert "num_key_value_heads 2, vocab_size 128" in err and "(--tp 2 would)" in err
+    assert "num_key_value_heads 2, vocab_size 128, intermediate_size 128" in err and "(--tp 2 would)" in err
     assert "Traceback" not in err and not (tmp_path / "tp3").exists()
 
 

@@ -71,8 +71,8 @@ def rank_actions(cls: type, raw: dict, tp: int, rank: int, names: list[str]) -> 
 _HEAD_FIELDS = ("num_attention_heads", "num_key_value_heads")
 _LAYER_INDEX = re.compile(r"\.\d+\.")  # layers.3.mlp -> layers.*.mlp: one line per layer pattern
 # The config fields a split dimension usually is, named in the error instead of the tensor when one matches.
+_VOCAB_TENSOR, _VOCAB_FIELDS = re.compile(r"embed|lm_head"), ("vocab_size",)
 _SIZE_FIELDS = (
-    "vocab_size",
     "intermediate_size",
     "moe_intermediate_size",
     "shared_expert_intermediate_size",
@@ -98,7 +98,8 @@ def check_tp_degree(config_path: Path, config, tp: int, actions: dict[str, Calla
         size = _split_size(fn, shapes[name])
         if size is None:
             continue
-        field = next((f for f in _SIZE_FIELDS if getattr(config, f, None) == size), None)
+        candidates = _VOCAB_FIELDS if _VOCAB_TENSOR.search(name) else _SIZE_FIELDS
+        field = next((f for f in candidates if getattr(config, f, None) == size), None)
         if field is not None:
             sizes[f"{field} {size}"] = size
         else:
