@@ -30,14 +30,6 @@ class Outcome:
     def ok(self) -> bool:
         return not self.problems
 
-    @property
-    def status(self) -> str:
-        """`written` when some output was (re)written, `unchanged` when every output already held these bytes,
-        `failed` otherwise: what a reporter says for the model."""
-        if self.problems:
-            return "failed"
-        return "written" if self.written else "unchanged"
-
 
 def guard(path: Path, force: bool) -> str | None:
     """Why `path` must not be overwritten, or None."""

@@ -460,3 +460,34 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
         assert (tmp_path / "new.py").stat().st_mode & 0o777 == 0o664  # a replaced file keeps its mode
     finally:
         os.umask(umask)
+
+
+# --- bad modular input fails its model only, naming the file (issue 19) ------------------------------------------
+
+
+def test_an_empty_modular_file_fails_and_deletes_nothing(built):
+    config = gen(built, "child1", "configuration")
+    before = generated_files(built)
+    modular(built, "child1").write_text("# nothing here yet\n")
+    result = doit(built, "convert")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"{modular(built, 'child1')}:1: empty modular file: it defines no class or function" in result.stderr
+    assert config.exists() and generated_files(built) == before  # nothing written, nothing deleted
+    assert "convert:grand" not in executed(result.stdout)  # its child is not built from a broken parent
+
+
+def test_a_byte_that_is_not_utf8_fails_only_its_model(built):
+    path = modular(built, "child2")
+    path.write_bytes(path.read_bytes().replace(b"return x - 1", b"return x - 1  # \xff"))
+    where = f"{path}:6: not valid UTF-8 (byte 0xff at column 25); save the file as UTF-8"
+    listing = assert_ok(doit(built, "list"))
+    assert "convert" in listing.stdout
+    modular(built, "solo").write_text(modular(built, "solo").read_text() + "\n# touched\n")
+    result = doit(built, "convert")
+    assert result.returncode != 0 and where in result.stderr and "Traceback" not in result.stderr
+    assert "solo" in converted(result.stdout)
+    result = doit(built, "check")
+    assert result.returncode != 0 and where in result.stderr and "Traceback" not in result.stderr
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"  # \xff", b""))  # a BOM: Python accepts it
+    assert_ok(doit(built, "convert"))
+    assert not gen(built, "child2").read_bytes().startswith(b"\xef\xbb\xbf")
