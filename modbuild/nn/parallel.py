@@ -6,6 +6,9 @@ A plan maps module paths (``"layers.*.self_attn.q_proj"``) to a style:
 - ``"colwise_rep"``: output features split, output gathered (replicated), as for ``lm_head``.
 - ``"colwise_fused2"`` / ``"colwise_fused3"``: a fused projection of 2 (3) equal parts, each part split over ranks
   on its own (GLM's ``gate_up_proj``), output stays sharded.
+- ``"colwise_qkv"``: a fused q/k/v projection (Phi-3's ``qkv_proj``) of ``num_attention_heads``,
+  ``num_key_value_heads`` and ``num_key_value_heads`` heads, each part split by heads on its own (``[q_r, k_r, v_r]``
+  on rank r), output stays sharded.
 - ``"rowwise"``: input features split, output all-reduced.
 - ``"vocab"``: embedding rows split.
 
@@ -19,6 +22,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 
+import numpy as np
 import paddle
 from paddle import nn
 from paddle.distributed import fleet
@@ -39,6 +43,10 @@ _SPLIT_IS_COLUMN = {
 # Fused projections split part by part: "colwise_fused2" (GLM's gate_up_proj) gives each rank its slice of the gate
 # half and of the up half, [gate_r, up_r], which it chunks locally; paddlenlp's naive-fuse split/merge does the same.
 _FUSED_SPLIT_KWARGS = {"colwise_fused2": {"is_naive_2fuse": True}, "colwise_fused3": {"is_naive_3fuse": True}}
+# Fused projections of unequal parts (GQA's q, k, v): style -> the parts' relative sizes, in heads.
+_FUSED_SECTIONS = {
+    "colwise_qkv": lambda config: [config.num_attention_heads, config.num_key_value_heads, config.num_key_value_heads]
+}
 
 DENSE_LAYER_TYPES = (
     nn.Linear,
@@ -70,7 +78,7 @@ def build_linear(in_features: int, out_features: int, config, plan: str | None, 
     if plan is None or not tensor_parallel_enabled(config):
         return nn.Linear(in_features, out_features, bias_attr=None if bias else False)
     sequence_parallel = sequence_parallel_enabled(config)
-    if plan == "colwise" or plan in _FUSED_SPLIT_KWARGS:
+    if plan == "colwise" or plan in _FUSED_SPLIT_KWARGS or plan in _FUSED_SECTIONS:
         cls = sp_utils.ColumnSequenceParallelLinear if sequence_parallel else fleet.meta_parallel.ColumnParallelLinear
         return cls(in_features, out_features, has_bias=bias, gather_output=False)
     if plan == "colwise_rep":
@@ -144,7 +152,41 @@ def tensor_parallel_actions(
                 actions[name] = partial(fn, is_column=_SPLIT_IS_COLUMN[style, match.group(1)])
             elif match and style in _FUSED_SPLIT_KWARGS:
                 actions[name] = partial(fn, is_column=True, **_FUSED_SPLIT_KWARGS[style])
+            elif match and style in _FUSED_SECTIONS:
+                sections = _FUSED_SECTIONS[style](config)
+                actions[name] = (
+                    partial(
+                        split_fused,
+                        sections=sections,
+                        degree=config.tensor_parallel_degree,
+                        rank=config.tensor_parallel_rank,
+                    )
+                    if is_split
+                    else partial(merge_fused, sections=sections)
+                )
     return actions
+
+
+def _section_bounds(size: int, sections: list[int]) -> list[int]:
+    """Where each part of a fused last axis of ``size`` features ends (but the last), parts in proportion to
+    ``sections``."""
+    if size % sum(sections):
+        raise ValueError(f"a fused axis of {size} features does not divide into parts of {sections}")
+    unit = size // sum(sections)
+    return np.cumsum([s * unit for s in sections])[:-1].tolist()
+
+
+def split_fused(x: np.ndarray, sections: list[int], degree: int, rank: int) -> np.ndarray:
+    """Rank ``rank``'s share of a fused tensor (parts along the last axis in proportion to ``sections``): its slice
+    of each part, the parts kept in order."""
+    parts = np.split(x, _section_bounds(x.shape[-1], sections), axis=-1)
+    return np.concatenate([np.split(part, degree, axis=-1)[rank] for part in parts], axis=-1)
+
+
+def merge_fused(shares: list[np.ndarray], sections: list[int]) -> np.ndarray:
+    """Inverse of ``split_fused``: the full fused tensor from every rank's share, in rank order."""
+    parts = [np.split(share, _section_bounds(share.shape[-1], sections), axis=-1) for share in shares]
+    return np.concatenate([np.concatenate(ranks, axis=-1) for ranks in zip(*parts)], axis=-1)
 
 
 def sum_grads_over_ranks(layer: nn.Layer, config) -> None:
@@ -161,3 +203,13 @@ def sum_grads_over_ranks(layer: nn.Layer, config) -> None:
 
     for param in layer.parameters():
         param.register_hook(all_reduce)
+
+
+def replicated_input(tensor: paddle.Tensor, config) -> paddle.Tensor:
+    """A replicated tensor that each rank then uses for its own heads only (DeepSeek-V3's rope key, shared by every
+    head): the identity forward, its gradient summed over the tensor-parallel group backward (what a column-parallel
+    linear does to its input). The identity without tensor parallelism."""
+    if not tensor_parallel_enabled(config):
+        return tensor
+    group = fleet.get_hybrid_communicate_group().get_model_parallel_group()
+    return mp_ops._c_identity(tensor, group=group)  # looked up at call time: the CPU/gloo shim's replacement

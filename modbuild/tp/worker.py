@@ -343,7 +343,9 @@ def train_worker(model_name: str, sequence_parallel: bool = True) -> dict:
 
     cases = []
     moe = "output_router_logits" in kwargs
-    for sp in (False, True) if sequence_parallel and not moe else (False,):
+    # A model may refuse sequence parallelism, saying why (DeepSeek-V3's config: `sequence_parallel_unsupported`).
+    no_sp = getattr(config_cls, "sequence_parallel_unsupported", "")
+    for sp in (False, True) if sequence_parallel and not moe and not no_sp else (False,):
         paddle.seed(SEED)
         tp_config = config_cls(
             **kwargs,
@@ -388,6 +390,8 @@ def train_worker(model_name: str, sequence_parallel: bool = True) -> dict:
         result["sp_skipped"] = (
             "under SP a rank's router logits cover only its slice of the tokens; the aux loss would need a gather"
         )
+    elif no_sp:
+        result["sp_skipped"] = no_sp
     return result
 
 

@@ -35,6 +35,11 @@ def hf_model(model: str, **config) -> torch.nn.Module:
         for name, param in sorted(net.named_parameters()):
             mean = sp.norm_mean if is_norm_weight(name, param) else 0.0
             param.normal_(mean, 0.2)
+        # Then the float buffers a checkpoint carries (DeepSeek-V3's router correction bias): zeros would test nothing.
+        saved = net.state_dict()
+        for name, buffer in sorted(net.named_buffers()):
+            if name in saved and buffer.is_floating_point():
+                buffer.normal_(0.0, 0.2)
     return net
 
 
@@ -76,7 +81,10 @@ def compare(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record) -> None
     pad_rows = _padding_rows(net)
     largest = max((float(np.abs(g).max()) for g in grads.values() if g.size), default=0.0)
     worst, worst_name, missing, vanishing = 0.0, "", [], []
+    buffers = set(ours.state_dict()) - set(params)  # checkpoint buffers (a router's correction bias): no gradient
     for mapping in type(ours)._get_name_mappings(ours.config):
+        if mapping.target_name in buffers:
+            continue
         if mapping.target_name not in params:
             missing.append(mapping.target_name)
             continue

@@ -26,7 +26,8 @@ def is_norm_weight(name: str, param) -> bool:
 
 
 def randomize(model: paddle.nn.Layer, std: float = 0.2, norm_mean: float = 1.0, seed: int = 0) -> None:
-    """Re-draw every parameter ~ N(0, std), norm weights (`is_norm_weight`) ~ N(norm_mean, std).
+    """Re-draw every parameter ~ N(0, std), norm weights (`is_norm_weight`) ~ N(norm_mean, std), then every
+    persistent float buffer ~ N(0, std).
 
     The std is large on purpose: at 0.02 a wrong rope_theta moves logits by only 3e-3. `norm_mean` is 1 for
     ``x * w`` norms and 0 for Gemma's ``x * (1 + w)``. The values come from numpy's generator seeded with `seed`,
@@ -38,6 +39,11 @@ def randomize(model: paddle.nn.Layer, std: float = 0.2, norm_mean: float = 1.0, 
         mean = norm_mean if is_norm_weight(name, param) else 0.0
         values = rng.normal(mean, std, tuple(param.shape)).astype("float32")
         param.set_value(paddle.to_tensor(values).astype(param.dtype))
+    # Then the float buffers a checkpoint carries (DeepSeek-V3's router correction bias), N(0, std).
+    saved = model.state_dict()
+    for name, buffer in sorted(model.named_buffers()):
+        if name in saved and paddle.is_floating_point(buffer):
+            buffer.set_value(paddle.to_tensor(rng.normal(0.0, std, tuple(buffer.shape)).astype("float32")))
 
 
 def run(model: paddle.nn.Layer, batch: dict[str, np.ndarray], backward: bool = True) -> Outputs:
