@@ -58,19 +58,24 @@ def test_non_empty_dst_is_refused_and_left_alone(dirs, tmp_path, capsys):
     assert snapshot(dst) == before and sorted(os.listdir(tmp_path)) == ["mine"]  # nothing written, nothing left
 
 
-@pytest.mark.parametrize("where", ["src", "parent", "inside", "symlink"])
+@pytest.mark.parametrize("where", ["src", "parent", "inside", "symlink", "parent_of_a_symlinked_src"])
 def test_dst_overlapping_src_is_refused(dirs, tmp_path, capsys, where):
     src = Path(shutil.copytree(dirs["hf"], tmp_path / "models" / "qwen"))
     (tmp_path / "models" / "notes.txt").write_text("a sibling of the checkpoint\n")
-    dst = {"src": src, "parent": src.parent, "inside": src / "paddle", "symlink": tmp_path / "link"}[where]
+    dst = {"src": src, "parent": src.parent, "inside": src / "paddle", "symlink": tmp_path / "link"}.get(where)
     if where == "symlink":
         dst.symlink_to(src, target_is_directory=True)
-    before = snapshot(tmp_path / "models")
-    code, err = run(capsys, "hf2paddle", "--src", str(src), "--dst", str(dst))
+    if where == "parent_of_a_symlinked_src":  # --src links/qwen -> models/qwen, --dst links: even with --force
+        (tmp_path / "links").mkdir()
+        (tmp_path / "links" / "qwen").symlink_to(src, target_is_directory=True)
+        src, dst = tmp_path / "links" / "qwen", tmp_path / "links"
+    before = snapshot(tmp_path)
+    force = ["--force"] if where == "parent_of_a_symlinked_src" else []  # --force does not make it allowed
+    code, err = run(capsys, "hf2paddle", "--src", str(src), "--dst", str(dst), *force)
     assert code == 2
-    relation = {"src": "is", "parent": "contains", "inside": "is inside", "symlink": "is"}[where]
-    assert f"error: --dst {dst} {relation} " in err and f"--src {src}" in err
-    assert snapshot(tmp_path / "models") == before
+    relation = {"src": "is", "parent": "contains", "inside": "is inside", "symlink": "is"}.get(where, "contains")
+    assert f"error: --dst {dst} {relation} the source checkpoint --src {src}" in err
+    assert snapshot(tmp_path) == before
 
 
 def test_force_replaces_only_what_the_conversion_writes(dirs, tmp_path, capsys):

@@ -70,21 +70,14 @@ def check_source(src: Path) -> None:
 def check_destination(src: Path, dst: Path, force: bool = False) -> list[str]:
     """Refuse a ``dst`` that would cost the user files; returns the entries a previous conversion wrote there."""
     src, dst = Path(src), Path(dst)
-    real_src, real_dst = src.resolve(), dst.resolve()
-    if real_dst == real_src:
-        relation = "is the source checkpoint"
-    elif real_dst.is_relative_to(real_src):
-        relation = "is inside the source checkpoint"
-    elif real_src.is_relative_to(real_dst):
-        relation = "contains the source checkpoint"
-    else:
-        relation = None
-    if relation is not None:
-        where = f"both {real_dst}" if real_dst == real_src else f"{real_dst} and {real_src}"
-        raise WeightsError(
-            f"--dst {dst} {relation} --src {src} ({where}): writing there would overwrite the source; "
-            "choose a directory outside it"
-        )
+    # Real paths (symlinks resolved) and, for a --src reached through a symlink, the paths as written.
+    for a_src, a_dst in ((src.resolve(), dst.resolve()), (Path(os.path.abspath(src)), Path(os.path.abspath(dst)))):
+        if relation := _relation(a_src, a_dst):
+            where = f"both {a_dst}" if a_dst == a_src else f"{a_dst} and {a_src}"
+            raise WeightsError(
+                f"--dst {dst} {relation} --src {src} ({where}): writing there would overwrite the source; "
+                "choose a directory outside it"
+            )
     if not dst.exists() and not dst.is_symlink():
         return []
     if not dst.is_dir():
@@ -101,6 +94,16 @@ def check_destination(src: Path, dst: Path, force: bool = False) -> list[str]:
             "files this conversion writes and keep the rest"
         )
     return []
+
+
+def _relation(src: Path, dst: Path) -> str | None:
+    if dst == src:
+        return "is the source checkpoint"
+    if dst.is_relative_to(src):
+        return "is inside the source checkpoint"
+    if src.is_relative_to(dst):
+        return "contains the source checkpoint"
+    return None
 
 
 @contextmanager
@@ -121,7 +124,7 @@ def checkpoint_directory(dst: Path, previous: list[str]) -> Iterator[Path]:
         if fresh:
             _write_manifest(staging, written, complete=True)
             fsync_directory(staging)
-            os.rename(staging, dst)  # fails rather than replace a directory someone created meanwhile
+            os.rename(staging, dst)  # never replaces a non-empty directory that appeared meanwhile
         else:
             _install(staging, dst, written, previous)
     finally:
