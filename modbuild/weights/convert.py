@@ -3,7 +3,9 @@
 Every rename and transpose comes from the mappings; nothing is inferred from shapes. Expected shapes come from
 the generated model itself, built under ``paddle.LazyGuard`` with weight init off: parameters get shapes but no
 storage, so this is cheap even for a 70B config. The whole input is validated (names, shapes, shard headers)
-before the first byte is written, and the output is built in a temporary directory renamed into place.
+before the first byte is written, and the output is built in a staging directory whose entries are then renamed
+into ``dst`` (``destination.py``: what an existing ``dst`` keeps, and why ``dst`` may not overlap ``src``). A
+checkpoint of the other side (HF given to paddle2hf, Paddle to hf2paddle) is named as such (``check_side``).
 
 A checkpoint key that maps to no parameter is an error unless the model class explains it (``skip_rules``):
 ``_checkpoint_skips`` maps a regex to the reason (buffers some checkpoints carry: ``rotary_emb.inv_freq``, BERT's
