@@ -20,8 +20,11 @@ updated: the files listed there and those this conversion writes are replaced or
 removed, anything else in it is kept. Any other non-empty directory is refused
 unless --force; with --force, only the files this conversion writes are replaced
 (same names), anything else is kept. --dst may not be --src, lie inside it or
-contain it. Nothing in --dst changes until the whole checkpoint is written (into
-a temporary directory beside or inside it); the files are then renamed into place.
+contain it. No file in --dst is touched until the whole checkpoint is written
+(into a hidden temporary directory beside or inside it); the files are then
+renamed into place one by one. A run interrupted in that moment leaves whole
+files and a manifest marking the checkpoint incomplete (refused as a --src);
+running the command again repairs it.
 """
 
 
