@@ -184,3 +184,13 @@ def test_cli_prints_each_skipped_key_once_and_no_temporary_path(dirs, tmp_path, 
 def test_library_refuses_too(dirs, tmp_path):
     with pytest.raises(WeightsError, match="is the source checkpoint"):
         convert_hf_to_paddle(dirs["hf"], dirs["hf"])
+
+
+@pytest.mark.parametrize("command", ["hf2paddle", "paddle2hf", "split"])
+def test_help_says_what_happens_to_an_existing_dst(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0
+    assert "Any other non-empty directory is refused unless --force" in out
+    assert "anything else in it is kept" in out and "--dst may not be --src, lie inside it or contain it" in out
