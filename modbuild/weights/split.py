@@ -122,7 +122,7 @@ def _split_shape(fn: Callable | None, entry: Entry, tp: int) -> tuple[int, ...]:
     try:
         # A zero-stride dummy: the real split function reports the slice shape without touching data.
         return tuple(fn(np.broadcast_to(np.zeros((), np.float32), entry.shape)).shape)
-    except ValueError as exc:
+    except (ValueError, AssertionError) as exc:  # paddlenlp asserts divisibility; check_tp_degree ran first
         raise WeightsError(f"{entry.dst} {list(entry.shape)} cannot be split {tp} ways: {exc}") from None
 
 
