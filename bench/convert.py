@@ -4,7 +4,10 @@ The inputs of one conversion are the modular file and every parent file it reads
 ratio of at most 3 (HF's modular converter spends about 20x parsing time). Each run converts in
 a fresh process-level cache state, as `doit -n N` workers do on their first task.
 
-    python bench/convert.py [--repeat 5] [--classes 40]
+    python bench/convert.py [--repeat 5] [--classes 40] [--large 200,600,1800]
+
+`--large`: one big root file at each size (classes), to show that conversion time grows linearly with the
+file (it was quadratic: a 3x larger file took 10x longer).
 """
 
 from __future__ import annotations
@@ -126,10 +129,25 @@ def report(label: str, rows: list[tuple[str, float, float]]) -> None:
     )
 
 
+def large_files(sizes: list[int], repeat: int) -> None:
+    """CPU time per 1,000 lines for one synthetic root file of each size: flat when conversion is linear."""
+    print(f"\nlarge files\n{'classes':>8}{'lines':>8}{'convert s':>11}{'ms / 1k lines':>15}{'ratio':>8}")
+    for classes in sizes:
+        tmp = Path(tempfile.mkdtemp())
+        try:
+            base, _ = synthetic_family(tmp, classes)
+            lines = len(base.read_text().splitlines())
+            conv, parse = measure(base, Layout(tmp / "modular", tmp / "generated"), repeat)
+            print(f"{classes:>8}{lines:>8}{conv:>11.2f}{conv * 1e6 / lines:>15.1f}{conv / parse:>8.2f}")
+        finally:
+            shutil.rmtree(tmp)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--classes", type=int, default=40)
+    parser.add_argument("--large", default="200,600,1800", help="classes of the large-file sizes ('' to skip)")
     args = parser.parse_args()
     project = Project(ROOT)
     rows = []
@@ -150,6 +168,7 @@ def main() -> None:
         report(f"synthetic family ({args.classes} classes)", rows)
     finally:
         shutil.rmtree(tmp)
+    large_files([int(n) for n in args.large.split(",") if n], max(1, args.repeat // 5))
 
 
 if __name__ == "__main__":

@@ -357,3 +357,17 @@ def test_a_converter_bug_is_an_internal_error_of_that_model(tmp_path, monkeypatc
     ]
     assert "Traceback (most recent call last)" in outcome.traceback and "in broken" in outcome.traceback
     assert not (tmp_path / OUT).exists() and not outcome.written
+
+
+def test_an_inherited_decorator_brings_its_definition(tmp_path):
+    """A child method without decorators takes the parent's (HF): the names they read come along (they were
+    missing, a NameError at import that the undefined-name check now reports)."""
+    parent = PARENT.replace(
+        "class LlamaLayer:", "def traced(fn):\n    fn.traced = True\n    return fn\n\n\nclass LlamaLayer:"
+    )
+    parent = parent.replace("    def forward(self, x):", "    @traced\n    def forward(self, x):")
+    child = HEADER + "    def forward(self, x):\n        return x + 1\n"
+    text = convert(tmp_path, child, parent)[tmp_path / OUT]
+    namespace: dict = {}
+    exec(text, namespace)
+    assert namespace["Qwen2Layer"].forward.traced and namespace["Qwen2Layer"](None).forward(1) == 2

@@ -20,9 +20,10 @@ from modbuild.convert.scopes import outer_names
 from modbuild.convert.source import ConvertError, SourceModule
 from modbuild.layout import Layout
 
-# Names every module has without binding them.
+# Names every module (or class body) has without binding them.
 _MODULE_NAMES = frozenset(
     {"__name__", "__file__", "__doc__", "__spec__", "__loader__", "__package__", "__builtins__", "__path__"}
+    | {"__annotations__", "__module__", "__qualname__"}
 )
 _KNOWN = frozenset(dir(builtins)) | _MODULE_NAMES
 _STAR = re.compile(r"\bimport\s*\*")

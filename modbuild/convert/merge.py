@@ -158,7 +158,10 @@ class ClassMerger:
             return child
         node, deps = self._unroll(child.node, inherited, set(child.deps))
         if parent is not None and isinstance(parent.node, cst.FunctionDef):
+            inheriting = node
             node = _inherit_function_parts(node, parent.node)
+            if node is not inheriting:  # the parent's decorators or return annotation: their names are needed too
+                deps |= supercall.names_in([*node.decorators, *([node.returns] if node.returns else [])]).read
         return Member(child.key, node, frozenset(deps), child.text)
 
     def _unroll(
