@@ -21,7 +21,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt
 
 def greedy_tokens(model, ids, new_tokens: int, eos_token_id: int | None = None) -> list[int]:
     """Greedy decoding: one forward over the prompt, then one token at a time through the KV cache;
-    stops after `new_tokens` (none for 0 or less) or at `eos_token_id` (included)."""
+    stops after `new_tokens` (none for 0 or less) or at `eos_token_id` (included). A model whose
+    ``cache_outdated(past_length, length)`` says so (Phi-3's longrope, as HF's) runs the whole sequence again."""
     import paddle
 
     model.eval()
@@ -29,12 +30,19 @@ def greedy_tokens(model, ids, new_tokens: int, eos_token_id: int | None = None) 
     past, step_ids = None, ids
     with paddle.no_grad():
         for _ in range(new_tokens):  # a bound, not a test for equality: 0 or less runs no step
+            if past is not None and _cache_outdated(model, len(ids[0]) + len(tokens) - 1, len(ids[0]) + len(tokens)):
+                past, step_ids = None, [[*ids[0], *tokens]]
             out = model(input_ids=paddle.to_tensor(step_ids), past_key_values=past, use_cache=True, return_dict=True)
             tokens.append(int(out.logits[0, -1].argmax().item()))
             if tokens[-1] == eos_token_id:
                 break
             past, step_ids = out.past_key_values, [[tokens[-1]]]
     return tokens
+
+
+def _cache_outdated(model, past_length: int, length: int) -> bool:
+    check = getattr(model, "cache_outdated", None)
+    return check is not None and check(past_length, length)
 
 
 def prompt_ids(tokenizer, prompt: str, chat: bool):
@@ -87,14 +95,20 @@ def load_tokenizer(directory: Path):
 
 def load(directory: Path):
     """(model, tokenizer) of a checkpoint directory; the cheap checks run before paddle and transformers load."""
-    from modbuild.models import check_paddle_weights, from_pretrained, read_config
-    from modbuild.quiet import quiet_third_party
+    from modbuild.models import CheckpointError, checkpoint_class
+    from modbuild.quiet import quiet_imports, quiet_third_party
 
-    read_config(directory)
-    check_paddle_weights(directory)
+    quiet_imports()  # before the model's module imports paddle
+    cls = checkpoint_class(directory)
+    if not cls.__name__.endswith("ForCausalLM"):
+        raise CheckpointError(
+            f"{directory / 'config.json'}: names {cls.__name__}, not a causal LM: generate needs a *ForCausalLM model"
+        )
     quiet_third_party()
     tokenizer = load_tokenizer(directory)
-    return from_pretrained(directory, dtype="float32"), tokenizer
+    model = cls.from_pretrained(directory, dtype="float32")
+    model.eval()
+    return model, tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -173,16 +173,20 @@ def check_paddle_weights(directory: str | Path) -> None:
     raise CheckpointError(f"{directory}: no weights ({', '.join(PADDLE_SAFETENSORS + PADDLE_PDPARAMS)})")
 
 
-def from_pretrained(path: str | Path, **kwargs):
-    """Load a Paddle checkpoint directory with the generated model its config.json names, in eval mode (as HF's
-    `from_pretrained` returns it: dropout off, so two calls on the same input agree)."""
+def checkpoint_class(path: str | Path) -> type:
+    """The generated class a Paddle checkpoint directory is for; every error names the directory or file."""
     config = read_config(path)
     check_paddle_weights(path)
     try:
-        cls = model_class(config.get("model_type"), config.get("architectures"))
+        return model_class(config.get("model_type"), config.get("architectures"))
     except UnknownModel as exc:
         raise UnknownModel(f"{Path(path) / 'config.json'}: {exc}") from None
-    model = cls.from_pretrained(path, **kwargs)
+
+
+def from_pretrained(path: str | Path, **kwargs):
+    """Load a Paddle checkpoint directory with the generated model its config.json names, in eval mode (as HF's
+    `from_pretrained` returns it: dropout off, so two calls on the same input agree)."""
+    model = checkpoint_class(path).from_pretrained(path, **kwargs)
     model.eval()
     return model
 

@@ -98,6 +98,12 @@ def _unknown_model_type(directory):
     return "config.json: unknown model_type 'gpt9'; known: "
 
 
+def _encoder_model(directory):
+    """A BERT checkpoint's config.json: loadable, but not a model that generates."""
+    (directory / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    return "config.json: names BertModel, not a causal LM: generate needs a *ForCausalLM model"
+
+
 def _no_weights(directory):
     (directory / "model.safetensors").unlink()
     return ": no weights (model.safetensors, "
@@ -112,6 +118,7 @@ BROKEN = {
     "broken-config": _broken_config,
     "no-tokenizer": _no_tokenizer,
     "unknown-model-type": _unknown_model_type,
+    "encoder-model": _encoder_model,
     "no-weights": _no_weights,
     "config-not-an-object": _list_config,
 }
