@@ -97,11 +97,14 @@ def test_configs_exercise_their_features():
     for name in ("linear", "yarn", "yarn-original-length", "longrope", "llama3"):
         assert not np.allclose(ROPE_INIT_FUNCTIONS[kind(make_config(name))](make_config(name))[0].numpy(), plain)
     for name in ("yarn", "yarn-mscale", "yarn-attention-factor-untruncated", "longrope", "longrope-factor"):
-        assert compute_rope_parameters(make_config(name))[1] != 1.0, name
+        assert compute_rope_parameters(make_config(name), updated=True)[1] != 1.0, name
     dynamic = make_config("dynamic")
-    assert not np.allclose(compute_rope_parameters(dynamic, 200)[0].numpy(), plain)
+    assert not np.allclose(compute_rope_parameters(dynamic, 200, updated=True)[0].numpy(), plain)
     longrope = make_config("longrope")
-    assert not np.allclose(compute_rope_parameters(longrope, 17)[0].numpy(), compute_rope_parameters(longrope)[0])
+    assert not np.allclose(
+        compute_rope_parameters(longrope, 17, updated=True)[0].numpy(),
+        compute_rope_parameters(longrope, updated=True)[0],
+    )
 
 
 # Positions per call: below, past, and back below the original length (dynamic grows, then resets).
@@ -169,3 +172,15 @@ def test_unknown_rope_type_is_refused():
     config.rope_scaling = {"rope_type": "ntk-by-parts", "factor": 2.0}
     with pytest.raises(ValueError, match="unknown rope_type 'ntk-by-parts'"):
         RotaryEmbedding(config)
+
+
+@pytest.mark.parametrize("name", ["dynamic", "longrope"])
+def test_a_rotary_embedding_that_never_updates_refuses_position_dependent_types(name):
+    """Llama's rotary embedding (and its children's) computes the frequencies once: a dynamic or longrope config
+    would be right only up to max_position_embeddings, so it is refused, naming the type."""
+    from generated.llama.modeling_llama import LlamaConfig, LlamaRotaryEmbedding
+
+    scaling = CONFIGS[name]["rope_scaling"]
+    config = LlamaConfig(hidden_size=96, num_attention_heads=4, head_dim=24, rope_scaling=scaling)
+    with pytest.raises(ValueError, match=f"rope_type '{name}' recomputes its frequencies"):
+        LlamaRotaryEmbedding(config)

@@ -152,9 +152,25 @@ def rope_type(config) -> str:
     return kind
 
 
-def compute_rope_parameters(config, seq_len: int | None = None) -> tuple[paddle.Tensor, float]:
-    """``(inv_freq, attention_scaling)`` for ``config.rope_scaling["rope_type"]`` (default: plain RoPE)."""
-    return ROPE_INIT_FUNCTIONS[rope_type(config)](config, seq_len)
+# Types whose frequencies follow the positions of each call: only a rotary embedding that updates them
+# (``RotaryEmbedding``, as HF's ``dynamic_rope_update``) computes them right.
+POSITION_DEPENDENT = ("dynamic", "longrope")
+
+
+def compute_rope_parameters(
+    config, seq_len: int | None = None, *, updated: bool = False
+) -> tuple[paddle.Tensor, float]:
+    """``(inv_freq, attention_scaling)`` for ``config.rope_scaling["rope_type"]`` (default: plain RoPE).
+
+    A caller that computes the frequencies once (Llama's rotary embedding) is refused a position-dependent type,
+    which would be right only up to ``max_position_embeddings``; ``updated=True`` says the caller recomputes."""
+    kind = rope_type(config)
+    if kind in POSITION_DEPENDENT and not updated:
+        raise ValueError(
+            f"rope_scaling: rope_type {kind!r} recomputes its frequencies from each call's positions, and this "
+            "model's rotary embedding computes them once (modbuild.nn.rope.RotaryEmbedding does it as HF does)"
+        )
+    return ROPE_INIT_FUNCTIONS[kind](config, seq_len)
 
 
 def update_frequencies(layer: nn.Layer, position_ids: paddle.Tensor) -> None:
@@ -163,7 +179,7 @@ def update_frequencies(layer: nn.Layer, position_ids: paddle.Tensor) -> None:
     config = layer.config
     if "dynamic" in layer.rope_type:
         if seq_len > layer.max_seq_len_cached:  # growth
-            layer.inv_freq, layer.attention_scaling = compute_rope_parameters(config, seq_len)
+            layer.inv_freq, layer.attention_scaling = compute_rope_parameters(config, seq_len, updated=True)
             layer.max_seq_len_cached = seq_len
         if seq_len < layer.original_max_seq_len < layer.max_seq_len_cached:  # back to the original scale
             layer.inv_freq, layer.max_seq_len_cached = layer.original_inv_freq, layer.original_max_seq_len
@@ -171,7 +187,7 @@ def update_frequencies(layer: nn.Layer, position_ids: paddle.Tensor) -> None:
         original = getattr(config, "original_max_position_embeddings", config.max_position_embeddings)
         if seq_len > original:
             if layer.long_inv_freq is None:
-                layer.long_inv_freq, _ = compute_rope_parameters(config, original + 1)
+                layer.long_inv_freq, _ = compute_rope_parameters(config, original + 1, updated=True)
             layer.inv_freq = layer.long_inv_freq
         else:
             layer.inv_freq = layer.original_inv_freq
@@ -187,7 +203,7 @@ class RotaryEmbedding(nn.Layer):
         self.config = config
         self.rope_type = rope_type(config)
         self.max_seq_len_cached = self.original_max_seq_len = config.max_position_embeddings
-        inv_freq, self.attention_scaling = compute_rope_parameters(config)
+        inv_freq, self.attention_scaling = compute_rope_parameters(config, updated=True)
         self.register_buffer("inv_freq", inv_freq, persistable=False)
         self.original_inv_freq, self.long_inv_freq = inv_freq, None
 
