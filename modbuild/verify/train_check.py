@@ -66,7 +66,10 @@ def param_diffs(ours, theirs: Run, mine: Run) -> tuple[float, str, list[str]]:
     from modbuild.verify.train_loop import masked_max_rel
 
     worst, worst_name, missing = 0.0, "", []
+    buffers = set(ours.state_dict()) - {n for n, _ in ours.named_parameters()}  # untrained: a router's correction bias
     for m in type(ours)._get_name_mappings(ours.config):
+        if m.target_name in buffers:
+            continue
         if m.target_name not in mine.params or m.source_name not in theirs.params:
             missing.append(m.target_name)
             continue

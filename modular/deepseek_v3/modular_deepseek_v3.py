@@ -91,6 +91,8 @@ class DeepseekV3Config(LlamaConfig):
         eos_token_id: int = 1,
         rope_interleave: bool = True,
         head_dim: int | None = None,
+        topk_method: str = "noaux_tc",
+        scoring_func: str = "sigmoid",
         **super_kwargs,
     ):
         if head_dim is not None and head_dim != qk_rope_head_dim:
@@ -124,9 +126,16 @@ class DeepseekV3Config(LlamaConfig):
         self.first_k_dense_replace = first_k_dense_replace
         self.norm_topk_prob = norm_topk_prob
         self.rope_interleave = rope_interleave
+        # Not HF's fields but DeepSeek's own config.json's (and PaddleNLP's): the one routing implemented here.
+        self.topk_method, self.scoring_func = topk_method, scoring_func
         self._check_mla_and_routing()
 
     def _check_mla_and_routing(self) -> None:
+        if (self.topk_method, self.scoring_func) != ("noaux_tc", "sigmoid"):
+            raise ValueError(
+                f"topk_method {self.topk_method!r} with scoring_func {self.scoring_func!r} is unsupported: only"
+                " DeepSeek-V3's 'noaux_tc' with 'sigmoid' (HF's DeepseekV3 routes so whatever these say)"
+            )
         if self.num_key_value_heads != self.num_attention_heads:
             raise ValueError(
                 f"num_key_value_heads ({self.num_key_value_heads}) must equal num_attention_heads"
