@@ -66,15 +66,26 @@ def build_model(
         outcome.problems.append(str(exc))
         outcome.traceback = "".join(traceback.format_exception(exc.__cause__ or exc))
         return outcome
-    except (ConvertError, FormatError, OSError) as exc:
+    except OSError as exc:
+        outcome.problems.append(_os_error(exc))
+        return outcome
+    except (ConvertError, FormatError) as exc:
         outcome.problems.append(str(exc))
         return outcome
     if validate is not None:
         outcome.problems += validate(outcome.outputs)
+    try:
+        _write(outcome, force, check)
+    except OSError as exc:  # a target that cannot be read or written (a directory, no permission, disk full)
+        outcome.problems.append(_os_error(exc))
+    return outcome
+
+
+def _write(outcome: Outcome, force: bool, check: bool) -> None:
     if not check:
         outcome.problems += [why for target in outcome.outputs if (why := guard(target, force))]
     if outcome.problems:
-        return outcome  # nothing is written for a model with a refused target: its outputs stay consistent
+        return  # nothing is written for a model with a refused target: its outputs stay consistent
     for target, text in outcome.outputs.items():
         current = _text(target) if target.exists() else None
         if current == text:
@@ -84,7 +95,11 @@ def build_model(
         else:
             atomic_write(target, text)
             outcome.written.append(target)
-    return outcome
+
+
+def _os_error(exc: OSError) -> str:
+    """`path: No such file or directory`, in the `path: message` shape of every other problem."""
+    return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
 
 
 def _text(path: Path) -> str:

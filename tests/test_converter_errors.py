@@ -371,3 +371,12 @@ def test_an_inherited_decorator_brings_its_definition(tmp_path):
     namespace: dict = {}
     exec(text, namespace)
     assert namespace["Qwen2Layer"].forward.traced and namespace["Qwen2Layer"](None).forward(1) == 2
+
+
+def test_a_target_that_cannot_be_written_is_a_problem_not_a_crash(tmp_path):
+    from modbuild.build import build_model
+
+    convert(tmp_path, HEADER + "    pass\n")
+    (tmp_path / OUT).mkdir(parents=True)  # a directory where the generated file goes
+    outcome = build_model(tmp_path / MODULAR, Layout(tmp_path / "modular", tmp_path / "generated"))
+    assert outcome.problems == [f"{tmp_path / OUT}: Is a directory"] and not outcome.written
