@@ -112,9 +112,14 @@ def compare(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record) -> None
         record.notes.append(f"parameters the HF model has and ours lacks: {missing[:4]}")
 
 
-def compare_decoding(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record, new_tokens: int = 8) -> None:
+def compare_decoding(
+    ours: paddle.nn.Layer, net: torch.nn.Module, record: Record, new_tokens: int = 8, attention: str = "eager"
+) -> None:
+    """Greedy tokens through our KV cache against HF's `generate`, run with `attention` (the spec's
+    ``hf_generate_attention``; the logits and gradients are always compared with eager)."""
     prompt = left_padded_batch(TINY["vocab_size"])["input_ids"][1:2]
     ids = torch.tensor(prompt)
+    compared_with, net.config._attn_implementation = net.config._attn_implementation, attention
     expected = net.generate(
         ids,
         attention_mask=torch.ones_like(ids),  # an unpadded row, said so (HF warns when it has to guess)
@@ -123,6 +128,7 @@ def compare_decoding(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record
         do_sample=False,
         min_new_tokens=new_tokens,
     )
+    net.config._attn_implementation = compared_with
     expected = expected[0, prompt.shape[1] :].tolist()
     got = greedy(ours, prompt, new_tokens)
     record.metrics["decode_mismatch"] = float(
@@ -137,7 +143,7 @@ def check_hf(model: str, modeling=None) -> Record:
         ours = load_converted(net, model, Path(tmp), modeling)
     compare(ours, net, record)
     if spec(model).causal:
-        compare_decoding(ours, net, record)
+        compare_decoding(ours, net, record, attention=spec(model).hf_generate_attention)
     else:
         del record.bounds["decode_mismatch"]
         record.notes.append("an encoder: no decoding to compare")

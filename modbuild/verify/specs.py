@@ -34,6 +34,7 @@ class SpecError(ValueError):
 
 
 TASKS = {"causal-lm": "ForCausalLM", "masked-lm": "ForMaskedLM"}  # verify.task -> the checked class's suffix
+HF_GENERATE_ATTENTION = ("eager", "sdpa")  # transformers' attn_implementation for the decoding reference
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ModelSpec:
     norm_mean: float = 1.0  # where re-randomised norm weights are centred (0 for gemma's 1 + w)
     real: RealWeights | None = None  # a real trained checkpoint to check against HF's model (`<m>:real`)
     task: str = "causal-lm"  # what the checks run: a decoder's next-token LM, or an encoder's masked LM
+    hf_generate_attention: str = "eager"  # the attention HF's `generate` runs for the hf check's decoding reference
 
     @property
     def head_class(self) -> str:
@@ -79,6 +81,7 @@ _KEYS = {
     "verify.hf_class": (str, "hf_class"),
     "verify.task": (str, "task"),
     "verify.norm_mean": ((int, float), "norm_mean"),
+    "verify.hf_generate_attention": (str, "hf_generate_attention"),
     "verify.config": (dict, "config"),
     "verify.paddlenlp.class": (str, "paddlenlp_class"),
     "verify.paddlenlp.note": (str, "paddlenlp_note"),
@@ -151,6 +154,11 @@ def load_spec(path: Path, model: str) -> ModelSpec:
         fields["real"] = RealWeights(**real)
     if fields.get("task", "causal-lm") not in TASKS:
         raise SpecError(f"{path}: verify.task must be one of {', '.join(TASKS)}, not {fields['task']!r}")
+    if fields.get("hf_generate_attention", "eager") not in HF_GENERATE_ATTENTION:
+        raise SpecError(
+            f"{path}: verify.hf_generate_attention must be one of {', '.join(HF_GENERATE_ATTENTION)}, "
+            f"not {fields['hf_generate_attention']!r}"
+        )
     if "hf_class" not in fields:
         raise SpecError(f"{path}: verify.hf_class is required (the transformers class the `hf` check compares with)")
     fields.setdefault("camel", default_prefix(model))

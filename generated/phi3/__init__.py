@@ -1,0 +1,1 @@
+"""Generated model package: see the modular file for the source."""
