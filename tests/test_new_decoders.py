@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from modbuild.cli import main as modbuild_main
+from modbuild.engine.tp_state import merge_parts
 from modbuild.models import from_pretrained
 from modbuild.verify import verify
 from modbuild.verify.specs import left_padded_batch
@@ -166,6 +167,8 @@ def test_fused_gate_up_split_part_by_part():
     np.testing.assert_array_equal(parts[1], full[:, [2, 3, 6, 7]])
     merge = GlmForCausalLM.get_tensor_parallel_convert_actions(config, [name], is_split=False)
     np.testing.assert_array_equal(merge[name](parts), full)
+    # The engine's TP checkpoints gather the ranks' parts the same way (a plain concatenation would interleave).
+    np.testing.assert_array_equal(merge_parts(parts, 1, split[name]), full)
 
 
 def test_train_comparison_leaves_out_noise_only_elements():

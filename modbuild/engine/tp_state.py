@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import paddle
 from paddle import distributed as dist
+from paddlenlp.transformers.conversion_utils import naive_fuse_merge_tp
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,21 @@ def _param_of(key: str, names: list[str]) -> str | None:
     return None
 
 
-def _gather(value: paddle.Tensor, axis: int, group) -> np.ndarray:
+def merge_parts(parts: list[np.ndarray], axis: int, action: Any = None) -> np.ndarray:
+    """The full array from every rank's part: concatenated along the split axis, except for a fused projection
+    whose parts were split each on its own (``colwise_fused2``/``3``: GLM's gate_up_proj), where each rank's part
+    holds a slice of every fused part (paddlenlp's naive-fuse merge puts them back)."""
+    keywords = getattr(action, "keywords", {})
+    fused = 2 if keywords.get("is_naive_2fuse") else 3 if keywords.get("is_naive_3fuse") else 0
+    if fused:
+        return naive_fuse_merge_tp(parts, is_column=keywords.get("is_column", True), fuse_tensor_parts=fused)
+    return np.concatenate(parts, axis=axis)
+
+
+def _gather(value: paddle.Tensor, axis: int, group, action: Any = None) -> np.ndarray:
     parts: list[paddle.Tensor] = []
     dist.all_gather(parts, value, group=group)
-    return np.concatenate([p.numpy() for p in parts], axis=axis)
+    return merge_parts([p.numpy() for p in parts], axis, action)
 
 
 def gather(model_state: dict, opt_state: dict, layout: TPLayout) -> tuple[dict, dict]:
@@ -49,13 +61,15 @@ def gather(model_state: dict, opt_state: dict, layout: TPLayout) -> tuple[dict, 
     full_model = {}
     for name, tensor in model_state.items():
         axis = layout.axis(name, list(tensor.shape))
-        full_model[name] = tensor.numpy() if axis is None else _gather(tensor, axis, layout.group)
+        full_model[name] = (
+            tensor.numpy() if axis is None else _gather(tensor, axis, layout.group, layout.actions.get(name))
+        )
     full_opt = {}
     for key, value in opt_state.items():
         param = _param_of(key, names) if isinstance(value, paddle.Tensor) else None
         axis = layout.axis(param, local_shapes[param]) if param in local_shapes else None
         if axis is not None and list(value.shape) == local_shapes[param]:
-            full_opt[key] = _gather(value, axis, layout.group)
+            full_opt[key] = _gather(value, axis, layout.group, layout.actions.get(param))
         else:
             full_opt[key] = value.numpy() if isinstance(value, paddle.Tensor) else value
     return full_model, full_opt
