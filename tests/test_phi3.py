@@ -41,9 +41,11 @@ MUTATIONS = {
     ),
     "long-factors-ignored": (
         '    """HF\'s, with longrope\'s switch to the long factors (``modbuild.nn.rope``)."""\n',
-        "    def forward(self, x, position_ids):\n"
-        '        self.rope_type = "default"  # never switches to the long factors\n'
-        "        return super().forward(x, position_ids)\n",
+        (
+            "    def forward(self, x, position_ids):\n"
+            '        self.rope_type = "default"  # never switches to the long factors\n'
+            "        return super().forward(x, position_ids)\n"
+        ),
     ),
     "longrope-attention-factor-ignored": (
         '    """HF\'s, with longrope\'s switch to the long factors (``modbuild.nn.rope``)."""\n',
@@ -199,6 +201,10 @@ def test_new_model_from_phi3_converts_and_verifies(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     records = json.loads((project / "reports" / "verify.json").read_text())["records"]
-    assert sorted((r["model"], r["check"]) for r in records if r["passed"]) == [("my_phi3", "hf"), ("my_phi3", "modular")]
+    assert sorted((r["model"], r["check"]) for r in records if r["passed"]) == [
+        ("my_phi3", "hf"),
+        ("my_phi3", "modular"),
+    ]
     modeling = (project / "generated" / "my_phi3" / "modeling_my_phi3.py").read_text().split('"""', 2)[2]
-    assert "class MyPhi3ForCausalLM(MyPhi3PretrainedModel):" in modeling and "Phi3" not in modeling.replace("MyPhi3", "")
+    assert "class MyPhi3ForCausalLM(MyPhi3PretrainedModel):" in modeling
+    assert "Phi3" not in modeling.replace("MyPhi3", "")
