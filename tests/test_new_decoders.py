@@ -104,7 +104,58 @@ def per_head(norm, x, shape):
     return x * norm.weight.reshape([-1, shape[-1]])
 '''
 
+
+def frozen_rope(cls: str, interleaved: bool) -> str:
+    """The mutation: the model's rotary embedding without HF's ``dynamic_rope_update`` (frequencies of the
+    config's init for every position)."""
+    layout = "freqs.repeat_interleave(2, axis=-1)" if interleaved else "paddle.concat([freqs, freqs], axis=-1)"
+    return f"""
+
+def _frozen_forward(self, x, position_ids):
+    freqs = position_ids.astype("float32").unsqueeze(-1) * self.inv_freq
+    emb = {layout}
+    return (emb.cos() * self.attention_scaling).astype(x.dtype), (emb.sin() * self.attention_scaling).astype(x.dtype)
+
+
+{cls}.forward = _frozen_forward
+"""
+
+
+NO_ATTENTION_FACTOR = """
+
+_init = GlmRotaryEmbedding.__init__
+
+
+def _unscaled_init(self, config):
+    _init(self, config)
+    self.attention_scaling = 1.0
+
+
+GlmRotaryEmbedding.__init__ = _unscaled_init
+"""
+
 MUTATIONS = {
+    "olmo2-dynamic-rope-never-updated": (
+        "olmo2",
+        "modeling",
+        "class Olmo2RotaryEmbedding(RotaryEmbedding):",
+        "class Olmo2RotaryEmbedding(RotaryEmbedding):",
+        frozen_rope("Olmo2RotaryEmbedding", interleaved=False),
+    ),
+    "glm-yarn-attention-factor-ignored": (
+        "glm",
+        "modeling",
+        "class GlmRotaryEmbedding(RotaryEmbedding):",
+        "class GlmRotaryEmbedding(RotaryEmbedding):",
+        NO_ATTENTION_FACTOR,
+    ),
+    "glm4-longrope-short-factors-only": (
+        "glm4",
+        "modeling",
+        "class Glm4RotaryEmbedding(RotaryEmbedding):",
+        "class Glm4RotaryEmbedding(RotaryEmbedding):",
+        frozen_rope("Glm4RotaryEmbedding", interleaved=True),
+    ),
     "olmo2-qk-norm-per-head": (
         "olmo2",
         "modeling",
