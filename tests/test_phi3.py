@@ -18,6 +18,7 @@ import torch
 import transformers
 
 from modbuild.cli import main as modbuild_main
+from modbuild.engine.tp_state import merge_parts
 from modbuild.models import from_pretrained
 from modbuild.nn.parallel import merge_fused, split_fused
 from modbuild.verify import verify
@@ -113,6 +114,8 @@ def test_fused_projections_split_part_by_part_and_merge_back():
     merges = cls._get_tensor_parallel_mappings(_tp_config(0), is_split=False)
     np.testing.assert_array_equal(merges["layers.0.self_attn.qkv_proj.weight"](shares["qkv"]), qkv)
     np.testing.assert_array_equal(merges["layers.0.mlp.gate_up_proj.weight"](shares["gate_up"]), gate_up)
+    # The engine's TP checkpoints gather the ranks' shares the same way (concatenated, k would land among the q).
+    np.testing.assert_array_equal(merge_parts(shares["qkv"], 1, actions["layers.1.self_attn.qkv_proj.weight"]), qkv)
 
 
 def test_split_fused_refuses_an_axis_the_parts_do_not_divide():

@@ -17,6 +17,8 @@ import paddle
 from paddle import distributed as dist
 from paddlenlp.transformers.conversion_utils import naive_fuse_merge_tp
 
+from modbuild.nn.parallel import merge_fused, split_fused
+
 
 @dataclass(frozen=True)
 class TPLayout:
@@ -42,6 +44,8 @@ def merge_parts(parts: list[np.ndarray], axis: int, action: Any = None) -> np.nd
     whose parts were split each on its own (``colwise_fused2``/``3``: GLM's gate_up_proj), where each rank's part
     holds a slice of every fused part (paddlenlp's naive-fuse merge puts them back)."""
     keywords = getattr(action, "keywords", {})
+    if getattr(action, "func", None) is split_fused:  # unequal parts (colwise_qkv: Phi-3's GQA qkv_proj)
+        return merge_fused(parts, keywords["sections"])
     fused = 2 if keywords.get("is_naive_2fuse") else 3 if keywords.get("is_naive_3fuse") else 0
     if fused:
         return naive_fuse_merge_tp(parts, is_column=keywords.get("is_column", True), fuse_tensor_parts=fused)
