@@ -188,12 +188,13 @@ def test_kv_cache_holds_what_hf_cache_holds(tmp_path):
 
 @pytest.mark.parametrize("q_lora_rank", [24, None])
 def test_hf_saved_checkpoint_converts_both_ways_bit_exact(tmp_path, q_lora_rank):
-    """HF's own config.json (head_dim beside qk_nope/qk_rope, defaults left out) and weights, the correction bias (a
+    """HF's own config.json (head_dim and qk_head_dim beside qk_nope/qk_rope, pad_token_id left out) and weights, the correction bias (a
     buffer on both sides) included: hf2paddle then paddle2hf gives HF's tensors back bit for bit."""
     net, hf_dir = hf_checkpoint(tmp_path, q_lora_rank=q_lora_rank)
     written = json.loads((hf_dir / "config.json").read_text())
-    assert written["head_dim"] == written["qk_rope_head_dim"] and "qk_nope_head_dim" in written
-    assert "rope_interleave" not in written and "norm_topk_prob" not in written  # HF's defaults, left out
+    assert written["head_dim"] == written["qk_rope_head_dim"]
+    assert written["qk_head_dim"] == written["qk_nope_head_dim"] + written["qk_rope_head_dim"]
+    assert "pad_token_id" not in written and "topk_method" not in written  # left out: at the default / not HF's
     paddle_dir, back_dir = tmp_path / "paddle", tmp_path / "back"
     assert weights_main(["hf2paddle", "--src", str(hf_dir), "--dst", str(paddle_dir), "--no-progress"]) == 0
     ours = from_pretrained(paddle_dir, dtype="float32")
@@ -220,7 +221,7 @@ def test_hf_saved_checkpoint_converts_both_ways_bit_exact(tmp_path, q_lora_rank)
         ({"n_group": 3}, r"n_group \(3\) must split n_routed_experts \(8\)"),
         ({"topk_group": 1, "num_experts_per_tok": 3}, r"num_experts_per_tok \(3\) exceeds the experts of topk_group"),
         ({"topk_method": "greedy"}, r"topk_method 'greedy' with scoring_func 'sigmoid' is unsupported"),
-        ({"sequence_parallel": True}, r"sequence_parallel is unsupported: MoE"),
+        ({"sequence_parallel": True, "tensor_parallel_degree": 2}, r"sequence_parallel is unsupported: MoE"),
     ],
 )
 def test_config_refuses_what_the_model_cannot_run(overrides, message):

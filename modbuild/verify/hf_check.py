@@ -90,8 +90,11 @@ def compare(ours: paddle.nn.Layer, net: torch.nn.Module, record: Record) -> None
             continue
         if mapping.source_name not in grads and mapping.target_name not in mine.grads:
             continue  # an expert no token was routed to: no gradient on either side
-        theirs = grads.get(mapping.source_name, np.zeros(params[mapping.target_name].shape, "float32"))
-        theirs = theirs.T if mapping.action == "transpose" else theirs
+        theirs = grads.get(mapping.source_name)
+        if theirs is None:  # no token reached this expert on HF's side (ours routed some): zeros in our layout
+            theirs = np.zeros(params[mapping.target_name].shape, "float32")
+        elif mapping.action == "transpose":
+            theirs = theirs.T
         own = mine.grads.get(mapping.target_name, np.zeros_like(theirs))
         if mapping.source_name in pad_rows:  # HF's Embedding(padding_idx) never updates the pad row
             own, theirs = (
