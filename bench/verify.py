@@ -2,7 +2,9 @@
 
     python bench/verify.py [-n 2] [--without bert,gptj]
 
-Prints the wall time against the 5-minute goal and which checks failed. The dep DB entries of the
+Prints the wall time against the 5-minute goal, the wall time per check run (goal <= 1.2 s), which checks
+failed, and per check kind the time split into imports, HF side, Paddle side and TP launch/IPC
+(`modbuild/verify/profile.py` samples each check; the sums are time inside checks, across both workers). The dep DB entries of the
 verify tasks are forgotten first so every check runs. `--without` leaves some models' checks out (their
 subtasks are not named), which measures what those models add: run it with and without.
 """
@@ -11,13 +13,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+KINDS = ("imports", "hf", "paddle", "launch", "other")
+
+
+def print_split(profiles: Path) -> None:
+    """Per check kind: how many ran, their summed time, and its split (seconds; `launch` is TP launch/IPC)."""
+    by_kind: dict[str, list[dict]] = {}
+    for path in sorted(profiles.glob("*.json")):
+        by_kind.setdefault(path.stem.split(".", 1)[1], []).append(json.loads(path.read_text()))
+    print(f"{'check':<10} {'runs':>4} {'total':>7} {'mean':>6} " + " ".join(f"{k:>8}" for k in KINDS))
+    for kind, splits in sorted(by_kind.items()):
+        total = sum(s["total"] for s in splits)
+        parts = " ".join(f"{sum(s[k] for s in splits):8.1f}" for k in KINDS)
+        print(f"{kind:<10} {len(splits):>4} {total:7.1f} {total / len(splits):6.2f} {parts}")
 
 
 def main() -> None:
@@ -33,8 +52,12 @@ def main() -> None:
         listed = subprocess.run(["doit", "list", "--all", "-q"], cwd=ROOT, check=True, capture_output=True, text=True)
         names = [line.split()[0] for line in listed.stdout.splitlines() if line.startswith("verify:")]
         tasks = [name for name in names if name.split(":")[1] not in left_out]
+    profiles = Path(tempfile.mkdtemp(prefix="bench_verify_"))
+    env = {**os.environ, "MODBUILD_PROFILE_DIR": str(profiles)}
     start = time.perf_counter()
-    done = subprocess.run(["doit", "-n", str(args.n), *tasks], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        ["doit", "-n", str(args.n), *tasks], check=False, cwd=ROOT, capture_output=True, text=True, env=env
+    )
     wall = time.perf_counter() - start
     lines = [line for line in done.stdout.splitlines() if re.match(r"\[\d+/\d+\] verify ", line)]
     report = json.loads((ROOT / "reports" / "verify.json").read_text())
@@ -44,7 +67,9 @@ def main() -> None:
         f"doit -n {args.n} verify{' without ' + args.without if args.without else ''}: {wall:.1f} s wall "
         f"(goal <= 300 s), {len(lines)} checks run, exit {done.returncode}"
     )
+    print(f"per check run: {wall / max(1, len(lines)):.2f} s wall (goal <= 1.2 s)")
     print(f"applicable checks: {len(checks)}, failed: {failed or 'none'}")
+    print_split(profiles)
     sys.exit(done.returncode)
 
 

@@ -5,8 +5,8 @@ Each launch costs ~15 s (mostly imports), so the cases share launches: two in al
 
 import pytest
 
-from modbuild.tp.launch import run_tp2, run_tp2_cases
 from modbuild.verify.tp_check import BOUNDS, record_from
+from modbuild.verify.tp_run import run_tp2, run_tp2_cases
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

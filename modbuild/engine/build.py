@@ -2,7 +2,7 @@
 for tensor parallelism when ``mp_degree > 1``.
 
 Under TP every rank first builds (or loads) the full single-process model from the same seed, then keeps its
-slice, through the model's own TP mappings (``modbuild.tp.worker.load_split``, which checks every shape): TP=2
+slice, through the model's own TP mappings (``modbuild.tp.split.load_split``, which checks every shape): TP=2
 then starts from exactly the weights TP=1 starts from.
 """
 
@@ -163,7 +163,7 @@ def build_model(config: Config, dist: DistInfo) -> tuple[paddle.nn.Layer, TPLayo
 def _tensor_parallel(
     full: paddle.nn.Layer, model_cls: type, config, dist: DistInfo, seed: int
 ) -> tuple[paddle.nn.Layer, TPLayout]:
-    from modbuild.tp.worker import load_split
+    from modbuild.tp.split import load_split
 
     state = {name: tensor.numpy() for name, tensor in full.state_dict().items()}
     config.tensor_parallel_degree = dist.mp_degree

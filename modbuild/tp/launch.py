@@ -1,11 +1,9 @@
-"""Launch the tensor-parallel check: two processes under ``paddle.distributed.launch``, each running
-``modbuild/tp/worker.py``; wait for them and return rank 0's JSON.
+"""Launch a script in two processes under ``paddle.distributed.launch`` on any machine (CPU/gloo included),
+wait for them, and stop everything a launch started on a timeout, Ctrl-C or SIGTERM.
 
-From Python, ``run_tp2("qwen2")`` (one case) or ``run_tp2_cases(["llama", "qwen2:tied", "qwen2:sp"])`` (several
-cases in one launch: imports dominate the ~13 s a launch costs). The result holds measured numbers only; whether
-they are good enough is decided by the ``tp2`` record (``modbuild/verify/tp_check.py``, ``BOUNDS``).
-
-This module imports no paddle until a launch, so the verify task and the tests can import it cheaply.
+Used by the TP checks (``modbuild/verify/tp_run.py``, one launch per run through ``modbuild/tp/pool.py``) and the
+training engine (``modbuild/engine/launch.py``). This module imports no paddle until a launch, so the verify task
+and the tests can import it cheaply; nothing in ``modbuild/tp`` imports ``modbuild/verify``.
 """
 
 from __future__ import annotations
@@ -13,47 +11,20 @@ from __future__ import annotations
 import codecs
 import contextlib
 import fcntl
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKER = Path(__file__).resolve().with_name("worker.py")
 TP_DEGREE = 2
-
-
-@dataclass(frozen=True)
-class Case:
-    model: str
-    tied: bool = False
-    sequence_parallel: bool = False
-
-    @classmethod
-    def parse(cls, spec: str) -> Case:
-        """``"qwen2"``, ``"qwen2:tied"``, ``"llama:sp"``, ``"llama:tied:sp"``."""
-        model, *flags = spec.strip().split(":")
-        unknown = set(flags) - {"tied", "sp"}
-        if unknown or not model:
-            raise ValueError(f"bad case spec {spec!r}: expected model[:tied][:sp]")
-        return cls(model, tied="tied" in flags, sequence_parallel="sp" in flags)
-
-    @property
-    def spec(self) -> str:
-        return ":".join([self.model] + ["tied"] * self.tied + ["sp"] * self.sequence_parallel)
-
-
-class TPCheckError(RuntimeError):
-    """A TP launch failed or timed out; the message ends with the tail of each worker's log."""
 
 
 def _compiled_with_cuda() -> bool:
@@ -232,69 +203,3 @@ def distributed_launch(
         f.seek(start)
         output = f.read().decode(errors="replace")
     return Launch(cmd, returncode, output)
-
-
-def _launch(worker_args: list[str], timeout: float, extra_env: Mapping[str, str] | None) -> dict:
-    log_dir = Path(tempfile.mkdtemp(prefix="tp_check_"))
-    out = log_dir / "result.json"
-    launched = distributed_launch(WORKER, [*worker_args, "--out", str(out)], TP_DEGREE, log_dir, extra_env, timeout)
-    cmd, returncode = launched.cmd, launched.returncode
-    if returncode is None:
-        raise TPCheckError(f"TP check timed out after {timeout:.0f} s: {' '.join(cmd)}\n{log_tails(log_dir)}")
-    if returncode != 0 and out.exists():
-        # rank 0 writes the result atomically after the last collective: a crash after it (at teardown) does not
-        # change what was measured, and is said in the result
-        result = json.loads(out.read_text())
-        result["exit_after_result"] = returncode
-        shutil.rmtree(log_dir, ignore_errors=True)
-        return result
-    if returncode != 0 or not out.exists():
-        tail = "\n".join(launched.output.splitlines()[-20:])
-        raise TPCheckError(
-            f"TP check failed (exit {returncode}): {' '.join(cmd)}\n--- launcher ---\n{tail}\n{log_tails(log_dir)}"
-        )
-    result = json.loads(out.read_text())
-    shutil.rmtree(log_dir, ignore_errors=True)
-    return result
-
-
-def run_tp2(
-    model: str,
-    sequence_parallel: bool = False,
-    timeout: float = 300,
-    tied: bool = False,
-    extra_env: Mapping[str, str] | None = None,
-) -> dict:
-    """Launch one 2-process TP check of ``generated.<model>`` and return rank 0's result dict.
-
-    Raises ``TPCheckError`` (with the workers' log tails) if the launch fails or exceeds ``timeout`` seconds.
-    The result holds measured numbers only; ``modbuild.verify.tp_check.record_from`` applies the bounds.
-    """
-    args = ["--model", model] + ["--sequence-parallel"] * sequence_parallel + ["--tied"] * tied
-    return _launch(args, timeout, extra_env)
-
-
-def run_train_tp2(model: str, timeout: float = 300, extra_env: Mapping[str, str] | None = None) -> dict:
-    """The worker's train mode: 20 training steps of ``generated.<model>`` at TP=1 and TP=2 (and TP=2 with
-    sequence parallelism where supported), one launch. Returns ``{"reference": curves, "cases": [...]}``; the
-    ``train-tp2`` record (``modbuild/verify/train_check.py``) applies the bounds."""
-    return _launch(["--model", model, "--worker-mode", "train"], timeout, extra_env)
-
-
-def run_tp_checks(model: str, timeout: float = 600, extra_env: Mapping[str, str] | None = None) -> dict:
-    """Both TP checks of ``generated.<model>`` in one launch (a launch costs ~13 s of start-up and imports):
-    ``{"tp2": run_tp2's dict, "train-tp2": run_train_tp2's dict}``."""
-    return _launch(["--model", model, "--worker-mode", "both"], timeout, extra_env)
-
-
-def run_tp2_cases(
-    cases: Iterable[str | Case], timeout: float = 300, extra_env: Mapping[str, str] | None = None
-) -> dict:
-    """Several cases (``"qwen2"``, ``"llama:tied"``, ``"qwen2:sp"``, ...) in a single 2-process launch.
-
-    Returns ``{"gloo_shim", "collectives", "collectives_max_abs", "cases": [one dict per case]}``.
-    """
-    specs = [c.spec if isinstance(c, Case) else Case.parse(c).spec for c in cases]
-    if len(set(specs)) != len(specs):
-        raise ValueError(f"duplicate cases in {specs}")
-    return _launch(["--cases", ",".join(specs)], timeout, extra_env)

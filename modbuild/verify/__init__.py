@@ -102,11 +102,17 @@ def _trace(record: Record, model: str, check: str, modeling=None) -> None:
 def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | None = None, trace: bool = False) -> bool:
     """Run one check and store it in reports/ (doit's reporter prints its line from there); True if it passed.
     A failure's details and the layer trace go to stderr."""
+    import time
+
+    from modbuild.verify.profile import profiled, record_seconds
     from modbuild.verify.quiet import quiet_third_party
     from modbuild.verify.report import ReportError, save
 
-    quiet_third_party()
-    record = verify(model, check, root=root, bounds=bounds, trace=trace)
+    start = time.perf_counter()
+    with profiled(model, check):
+        quiet_third_party()
+        record = verify(model, check, root=root, bounds=bounds, trace=trace)
+    record_seconds(root, model, check, time.perf_counter() - start)
     try:
         save(root, record)
         if check in TRAIN_CHECKS:

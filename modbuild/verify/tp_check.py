@@ -1,6 +1,6 @@
 """verify:<m>:tp2: tensor parallel degree 2 (two real processes) against the single-process model.
 
-`modbuild.tp.launch.run_tp2` measures; this record decides. The bounds, the only ones the TP check has (the
+`modbuild.verify.tp_run` measures (in `doit verify`, in the run's TP pool); this record decides. The bounds, the only ones the TP check has (the
 tests apply them through `record_from` too):
 
 - ``logits``: max |logits(TP=2) - logits(TP=1)| <= 1e-5, over the whole left-padded batch;
@@ -32,9 +32,9 @@ def record_from(model: str, result: dict) -> Record:
 
 
 def check_tp2(model: str) -> Record:
-    from modbuild.tp.launch import run_tp2, run_tp_checks
     from modbuild.verify.specs import spec
     from modbuild.verify.tp_results import tp_result
+    from modbuild.verify.tp_run import run_tp2, run_tp_checks
 
     if not spec(model).causal:  # no train-tp2 to share a launch with
         return record_from(model, run_tp2(model))

@@ -1,11 +1,10 @@
-"""One TP launch for both of a model's TP checks (`tp2` and `train-tp2`).
+"""One TP request for both of a model's TP checks (`tp2` and `train-tp2`).
 
-A launch costs ~13 s of process start-up and imports before any check runs, and launches take turns; two
-per model made the TP checks most of `doit verify`'s time. So whichever of the two checks runs first launches
+Whichever of the two checks runs first asks this run's TP pool (`tp_run.run_tp_checks`: one launch per run) for
 both (the worker's `both` mode) and leaves the other's result here; the other takes it, once.
 
 A left result is used only if it came from the same sources (the model's generated files, its spec, and the
-code of the checks, the TP worker and modbuild.nn), and only once: running a check again launches again.
+code of the checks, the TP worker and modbuild.nn), and only once: running a check again asks again.
 """
 
 from __future__ import annotations
@@ -23,18 +22,35 @@ import modbuild
 CHECKS = ("tp2", "train-tp2")
 
 
-def sources_key(model: str) -> str:
-    """A hash of everything a TP result depends on."""
-    import generated
-
-    package = Path(modbuild.__file__).parent
-    files = sorted(Path(generated.__file__).parent.joinpath(model).glob("*.py"))
-    files += sorted(p for folder in ("tp", "nn", "verify") for p in (package / folder).glob("*.py"))
-    spec = Path(generated.__file__).resolve().parent.parent / "modular" / model / "model.toml"
+def _digest(paths: list[Path]) -> str:
     digest = hashlib.sha256()
-    for path in [*files, spec]:
+    for path in paths:
         digest.update(str(path.name).encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
     return digest.hexdigest()
+
+
+def code_digest() -> str:
+    """The checks' code: modbuild/tp, modbuild/nn and modbuild/verify."""
+    package = Path(modbuild.__file__).parent
+    return _digest(sorted(p for folder in ("tp", "nn", "verify") for p in (package / folder).glob("*.py")))
+
+
+def model_digest(model: str) -> str:
+    """The model's generated files and its spec (modular/<m>/model.toml)."""
+    import generated
+
+    files = sorted(Path(generated.__file__).parent.joinpath(model).glob("*.py"))
+    return _digest([*files, Path(generated.__file__).resolve().parent.parent / "modular" / model / "model.toml"])
+
+
+def combine(code: str, model: str) -> str:
+    return hashlib.sha256(f"{code}:{model}".encode()).hexdigest()
+
+
+def sources_key(model: str) -> str:
+    """A hash of everything a TP result depends on. The TP pool's ranks compute the same key from the code they
+    imported and the model files they loaded; an answer under another key is not used (`tp_run.run_tp_checks`)."""
+    return combine(code_digest(), model_digest(model))
 
 
 def tp_result(
@@ -44,7 +60,7 @@ def tp_result(
     store: Path | None = None,
     alone: Callable[[str], dict] | None = None,
 ) -> dict:
-    """`check`'s result for `model`: the one the other TP check left from its launch, else a new launch of
+    """`check`'s result for `model`: the one the other TP check left from its request, else a new request for
     both (`launch(model)` returns `{"tp2": ..., "train-tp2": ...}`), leaving the other's result.
     With MODBUILD_TP_SHARED=0, `alone(model)` launches this check only (bench/train.py's baseline)."""
     if check not in CHECKS:
@@ -56,7 +72,7 @@ def tp_result(
     key = sources_key(model)
     path = store / f"{model}.{check}.json"
     with open(store / f"{model}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the other check, under `doit -n 2`, waits for this launch
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other check, under `doit -n 2`, waits for this request
         if path.is_file():
             left = json.loads(path.read_text())
             path.unlink()  # once only

@@ -13,7 +13,7 @@ sets equal by name (mapped with the model's ``_get_name_mappings``). A failing r
 bound and what exceeded there.
 
 verify:<m>:train-tp2 (`check_train_tp2`): the same 20 steps of our model at TP=2 in two processes (and with
-sequence parallelism) against TP=1, in one launch (`modbuild.tp.launch.run_train_tp2`).
+sequence parallelism) against TP=1, one request to the run's TP pool (`modbuild.verify.tp_run.run_tp_checks`).
 """
 
 from __future__ import annotations
@@ -227,8 +227,8 @@ def tp_record(model: str, check: str, case: dict, reference: dict) -> Record:
 def check_train_tp2(model: str, root: Path | None = None) -> Record:
     """TP=2 against TP=1, and TP=2 with sequence parallelism against TP=1; the record holds the worse of the two
     per metric, the notes say which case."""
-    from modbuild.tp.launch import run_tp_checks, run_train_tp2
     from modbuild.verify.tp_results import tp_result
+    from modbuild.verify.tp_run import run_tp_checks, run_train_tp2
 
     result = tp_result(model, "train-tp2", run_tp_checks, alone=run_train_tp2)
     reference = result["reference"]

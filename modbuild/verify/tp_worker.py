@@ -1,11 +1,12 @@
 """One rank of the tensor-parallel check: a generated model at TP=2 against the same weights in one process.
 
-``modbuild.tp.launch.run_tp2`` / ``run_tp2_cases`` start two of these under ``paddle.distributed.launch``
-(which runs script paths only, hence a file rather than ``-m``). By hand::
+``modbuild.verify.tp_run.run_tp2`` / ``run_tp2_cases`` start two of these under ``paddle.distributed.launch``
+(which runs script paths only, hence a file rather than ``-m``); in `doit verify`, one launch per run serves every
+model (``--pool-dir``: the pool of ``modbuild/tp/pool.py``). By hand::
 
     python -m paddle.distributed.launch --nproc_per_node 2 --log_dir /tmp/tp_logs \\
-        modbuild/tp/worker.py --model qwen2 --out result.json [--sequence-parallel] [--tied]
-    ... modbuild/tp/worker.py --cases llama,qwen2:tied,qwen2:sp --out results.json
+        modbuild/verify/tp_worker.py --model qwen2 --out result.json [--sequence-parallel] [--tied]
+    ... modbuild/verify/tp_worker.py --cases llama,qwen2:tied,qwen2:sp --out results.json
 
 Each rank installs the gloo shim (a no-op on CUDA builds, so the same code runs over NCCL), calls ``fleet.init``
 with ``mp_degree=2`` and, per case:
@@ -55,9 +56,10 @@ from paddle import distributed as dist
 
 from modbuild.atomic import atomic_write
 from modbuild.tp import gloo_shim
-from modbuild.tp.launch import TP_DEGREE, Case
+from modbuild.tp.split import TP_DEGREE, load_split, split_axis
 from modbuild.verify.paddle_run import grad_rel, max_abs, max_rel, randomize
 from modbuild.verify.specs import TINY, left_padded_batch, spec
+from modbuild.verify.tp_run import Case
 
 SEED = 1234  # paddle's RNG while the models are built (the TP layers' model_parallel_rng too)
 
@@ -94,15 +96,6 @@ def _forward_backward(model, group, vocab_size: int):
     return logits.numpy(), float(loss.item())
 
 
-def _split_axis(local_shape: list[int], full_shape: list[int]) -> int | None:
-    diff = [i for i, (a, b) in enumerate(zip(local_shape, full_shape)) if a != b]
-    if not diff:
-        return None
-    if len(diff) != 1 or local_shape[diff[0]] * TP_DEGREE != full_shape[diff[0]]:
-        raise AssertionError(f"TP shape {local_shape} is not a {TP_DEGREE}-way split of {full_shape}")
-    return diff[0]
-
-
 def _gather(tensor, group, axis: int, merge=None) -> np.ndarray:
     """The full tensor from every rank's part: by the model's TP merge action where it has one (a fused
     projection's parts are split each on its own, so the parts do not simply concatenate), else concatenated."""
@@ -119,24 +112,6 @@ def _merge_actions(model) -> dict:
     )
 
 
-def load_split(model, full_state: dict[str, np.ndarray], actions: dict) -> int:
-    """Load this rank's split of the full checkpoint; every split must match the TP layer it feeds."""
-    local_state = model.state_dict()
-    if set(local_state) != set(full_state):
-        raise AssertionError(f"TP/reference state dicts differ: {sorted(set(local_state) ^ set(full_state))}")
-    split = 0
-    for name, tensor in local_state.items():
-        value = actions[name](full_state[name]) if name in actions else full_state[name]
-        if list(value.shape) != list(tensor.shape):
-            raise AssertionError(f"{name}: split checkpoint shape {list(value.shape)} != TP param {tensor.shape}")
-        expect_split = _split_axis(list(tensor.shape), list(full_state[name].shape)) is not None
-        if expect_split != (name in actions):
-            raise AssertionError(f"{name}: TP layer split={expect_split} but the TP mappings say {name in actions}")
-        tensor.set_value(paddle.to_tensor(value))
-        split += expect_split
-    return split
-
-
 def _gathered_grads(model, reference, group) -> tuple[dict[str, np.ndarray], str | None, float]:
     """This rank's gradients gathered to full shape, and the worst relative error against the reference."""
     ref_params = dict(reference.named_parameters())
@@ -148,7 +123,7 @@ def _gathered_grads(model, reference, group) -> tuple[dict[str, np.ndarray], str
         if param.grad is None or ref_params[name].grad is None:
             raise AssertionError(f"{name}: a gradient in only one of the TP and single-process models")
         ref_grad = ref_params[name].grad.numpy()
-        axis = _split_axis(list(param.shape), list(ref_grad.shape))
+        axis = split_axis(list(param.shape), list(ref_grad.shape))
         grads[name] = grad = param.grad.numpy() if axis is None else _gather(param.grad, group, axis, merges.get(name))
         rel, _ = grad_rel(grad, ref_grad, largest)
         if worst is None or rel > grad_max_rel:
@@ -289,7 +264,7 @@ def _tp_loss(group, vocab_size: int):
 def _full_params(model, reference_shapes: dict[str, list[int]], group) -> dict[str, np.ndarray]:
     out, merges = {}, _merge_actions(model)
     for name, param in model.named_parameters():
-        axis = _split_axis(list(param.shape), reference_shapes[name])
+        axis = split_axis(list(param.shape), reference_shapes[name])
         out[name] = param.numpy() if axis is None else _gather(param, group, axis, merges.get(name))
     return out
 
@@ -304,7 +279,7 @@ def _global_norm(reference_shapes: dict[str, list[int]], group):
             if param.grad is None:
                 continue
             square = float(np.square(param.grad.numpy().astype("float64")).sum())
-            if _split_axis(list(param.shape), reference_shapes[name]) is None:
+            if split_axis(list(param.shape), reference_shapes[name]) is None:
                 replicated += square
             else:
                 split += square
@@ -419,14 +394,49 @@ def worker(cases: list[Case]) -> dict:
     }
 
 
+def both(model: str) -> dict:
+    """Both TP checks of `model`: ``{"tp2": the check's dict with the self-test, "train-tp2": train mode's}``."""
+    check = worker([Case(model)])
+    tp2 = {**check["cases"][0], "gloo_shim": check["gloo_shim"], "collectives_max_abs": check["collectives_max_abs"]}
+    return {"tp2": tp2, "train-tp2": train_worker(model)}
+
+
+def serve(folder: str, owner: str, idle: float) -> int:
+    """The pool: fleet once, then every request of the run (`modbuild/tp/pool.py`). Each answer carries the key
+    of the sources it was computed from: the check code as imported at start, the model's files as first imported."""
+    from modbuild.tp import pool
+    from modbuild.verify import tp_results, train_check, train_loop  # noqa: F401 - imported before the key is taken
+
+    gloo_shim.install()
+    _init_fleet()
+    code = tp_results.code_digest()
+    models: dict[str, str] = {}
+
+    def handle(request: dict) -> tuple[dict, str]:
+        model = request["model"]
+        if model not in models:
+            models[model] = tp_results.model_digest(model)
+        modes = {"both": both, "tp2": lambda m: worker([Case(m)])["cases"][0]}
+        if request.get("mode") not in modes:
+            raise ValueError(f"unknown pool request mode {request.get('mode')!r} (one of {', '.join(modes)})")
+        return modes[request["mode"]](model), tp_results.combine(code, models[model])
+
+    pid, start = owner.split(":")
+    return pool.serve(Path(folder), dist.get_rank(), (int(pid), int(start)), idle, handle)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="one model, e.g. qwen2")
     which.add_argument("--cases", help="comma-separated model[:tied][:sp] specs, checked in one launch")
+    # not --serve: paddle's launcher reads that as an abbreviation of its own --servers
+    which.add_argument("--pool-dir", help="serve the requests of a TP pool directory (modbuild/tp/pool.py)")
+    parser.add_argument("--owner", default="", help="with --pool-dir: PID:START of the run that owns the pool")
+    parser.add_argument("--idle", type=float, default=120.0, help="with --pool-dir: stop after this many idle seconds")
     parser.add_argument("--sequence-parallel", action="store_true", help="with --model")
     parser.add_argument("--tied", action="store_true", help="with --model: tie_word_embeddings=True")
-    parser.add_argument("--out", required=True, help="JSON written by rank 0")
+    parser.add_argument("--out", help="JSON written by rank 0 (required but with --pool-dir)")
     # not --train: paddle's launcher reads that as an abbreviation of its own --trainers
     parser.add_argument(
         "--worker-mode",
@@ -435,19 +445,16 @@ def main(argv: list[str] | None = None) -> int:
         help="train: the train-tp2 check; both: the tp2 and train-tp2 checks of --model in one launch",
     )
     args = parser.parse_args(argv)
+    if args.pool_dir:
+        if not args.owner:
+            parser.error("--pool-dir needs --owner")
+        return serve(args.pool_dir, args.owner, args.idle)
+    if not args.out:
+        parser.error("--out is required")
     if args.worker_mode in ("train", "both"):
         if not args.model:
             parser.error(f"--worker-mode {args.worker_mode} needs --model")
-        if args.worker_mode == "both":
-            check = worker([Case(args.model)])
-            tp2 = {
-                **check["cases"][0],
-                "gloo_shim": check["gloo_shim"],
-                "collectives_max_abs": check["collectives_max_abs"],
-            }
-            report = {"tp2": tp2, "train-tp2": train_worker(args.model)}
-        else:
-            report = train_worker(args.model)
+        report = both(args.model) if args.worker_mode == "both" else train_worker(args.model)
         if dist.get_rank() == 0:
             atomic_write(Path(args.out), json.dumps(report, indent=1))
         dist.barrier()
