@@ -43,6 +43,6 @@ def task_weights():
 
 
 @task_params(tasks.VERIFY_PARAMS)
-def task_verify(model, atol, rtol, trace):
+def task_verify(model, atol, rtol, trace, shard):
     """numerical checks of every generated model (modular, hf, paddlenlp, tp2; real where it has real weights)"""
-    yield from tasks.verify_tasks(PROJECT, model, atol, rtol, trace)
+    yield from tasks.verify_tasks(PROJECT, model, atol, rtol, trace, shard)

@@ -1,5 +1,6 @@
 """`modbuild convert PATH...`: convert the modular files of any tree, without doit; `modbuild new`: a new model;
-`modbuild train|evaluate CONFIG.yaml`: the training engine (`modbuild.engine.cli`).
+`modbuild train|evaluate CONFIG.yaml`: the training engine (`modbuild.engine.cli`); `modbuild report merge`: join
+the verify reports of CI shards (`modbuild.report_merge`).
 
 PATH is a modular file, a model directory, or a whole tree. The layout is read from the tree
 (`modbuild.layout`): this repository's `modular/` + `generated/`, HF transformers' `models/<m>/`, or
@@ -287,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     new.add_argument("--from", dest="parent", required=True, metavar="PARENT", help="the model it derives from")
     new.add_argument("--prefix", help="its class prefix (default: from the name, my_llama -> MyLlama)")
     new.add_argument("--root", default=".", help="the project root holding modular/ and generated/")
+    report = sub.add_parser("report", help="verify reports: `report merge` joins the reports of CI shards")
+    report_sub = report.add_subparsers(dest="report_command", required=True, metavar="ACTION")
+    merge = report_sub.add_parser("merge", help="join `doit verify --shard K/N` reports into reports/verify.md/.json")
+    merge.add_argument("inputs", nargs="+", type=Path, metavar="REPORT.json", help="each shard's reports/verify.json")
+    merge.add_argument("--root", default=".", type=Path, help="the project whose reports/ receives the result")
     from modbuild.engine.cli import add_commands  # imports no paddle until a command runs
 
     add_commands(sub)
@@ -297,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         from modbuild.engine.cli import run as run_engine
 
         return run_engine(args.command, args.config, args.override)
+    if args.command == "report":
+        from modbuild.report_merge import merge_command
+
+        return merge_command(args.root, args.inputs)
     try:
         return convert_command(args) if args.command == "convert" else new_command(args)
     except GraphError as exc:

@@ -179,6 +179,7 @@ VERIFY_PARAMS = [
     {"name": "atol", "long": "atol", "type": float, "default": 0.0, "help": "override the logits bound"},
     {"name": "rtol", "long": "rtol", "type": float, "default": 0.0, "help": "override the relative gradient bound"},
     {"name": "trace", "long": "trace", "type": bool, "default": False, "help": "print the per-layer divergence trace"},
+    {"name": "shard", "long": "shard", "type": str, "default": "", "help": "K/N: run the K-th of N shards (CI jobs)"},
 ]
 VERIFY_SOURCES = sorted(str(p) for p in (Path(__file__).parent / "verify").glob("*.py"))
 
@@ -189,15 +190,19 @@ def verify_model(root: str, model: str, check: str, bounds: dict, trace: bool) -
     return run_check(Path(root), model, check, bounds, trace)
 
 
-def verify_tasks(project: Project, model: str = "", atol: float = 0.0, rtol: float = 0.0, trace: bool = False):
-    """One subtask per model and check; a check reruns when the model's generated files change."""
+def verify_tasks(
+    project: Project, model: str = "", atol: float = 0.0, rtol: float = 0.0, trace: bool = False, shard: str = ""
+):
+    """One subtask per model and check; a check reruns when the model's generated files change. With `shard`
+    ("K/N"), only the models of the K-th of N shards (`modbuild.shard`)."""
     from modbuild.verify import CHECKS
 
     check_model_name(project, model)
     bounds = {k: v for k, v in (("logits", atol), ("grads_rel", rtol)) if v}
     reals = real_weights(project)
+    chosen = sharded(project, reals, shard, model)
     for name in project.build_order():
-        if model and name != model:
+        if (model and name != model) or (chosen is not None and name not in chosen):
             continue
         deps = [str(p) for p in project.outputs(name) if p.suffix == ".py"] + VERIFY_SOURCES
         if project.spec_file(name).exists():  # else the check fails, saying the spec is missing
@@ -212,6 +217,24 @@ def verify_tasks(project: Project, model: str = "", atol: float = 0.0, rtol: flo
                 "uptodate": [config_changed({"bounds": bounds, "trace": trace})],
                 "doc": f"{name}: {check} check",
             }
+
+
+def sharded(project: Project, reals: dict, shard: str, model: str) -> set[str] | None:
+    """The models of `--shard K/N` (None: no sharding), balanced by reports/timings.json when there is one."""
+    from modbuild.shard import ShardError, parse_shard, shard_models
+    from modbuild.verify import CHECKS
+    from modbuild.verify.profile import TIMINGS, load_timings
+
+    try:
+        which = parse_shard(shard)
+    except ShardError as exc:
+        raise InvalidDodoFile(str(exc)) from None
+    if which is None:
+        return None
+    if model:
+        raise InvalidDodoFile(f"verify --shard {shard} --model {model}: give one of them, not both")
+    checks = {name: CHECKS + ("real",) * (name in reals) for name in project.build_order()}
+    return shard_models(checks, which, load_timings(project.root / "reports" / TIMINGS))
 
 
 def check_model_name(project: Project, model: str) -> None:

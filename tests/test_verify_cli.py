@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 VERIFY_TASK = """
 
 @task_params(tasks.VERIFY_PARAMS)
-def task_verify(model, atol, rtol, trace):
-    yield from tasks.verify_tasks(PROJECT, model, atol, rtol, trace)
+def task_verify(model, atol, rtol, trace, shard):
+    yield from tasks.verify_tasks(PROJECT, model, atol, rtol, trace, shard)
 """
 
 
