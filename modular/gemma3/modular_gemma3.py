@@ -77,14 +77,22 @@ class Gemma3PretrainedModel(Gemma2PretrainedModel):
         return actions | {"self_attn.q_norm.weight": None, "self_attn.k_norm.weight": None}
 
 
+def local_rope_config(config: Gemma3Config) -> Gemma3Config:
+    """The sliding layers' RoPE: the local base and no scaling (HF's ``rotary_emb_local``)."""
+    local = copy.deepcopy(config)
+    local.rope_theta, local.rope_scaling = config.rope_local_base_freq, None
+    return local
+
+
 class Gemma3Model(Gemma2Model):
     def __init__(self, config: Gemma3Config):
         super().__init__(config)
-        # Sliding layers rotate with the local base and no scaling, full ones with rope_theta and rope_scaling.
-        local = copy.deepcopy(config)
-        local.rope_theta, local.rope_scaling = config.rope_local_base_freq, None
+        # Full layers rotate with rope_theta and rope_scaling, sliding ones with the local base.
         self.rotary_emb = RotaryPerLayerType(
-            {"full_attention": Gemma2RotaryEmbedding(config), "sliding_attention": Gemma2RotaryEmbedding(local)}
+            {
+                "full_attention": Gemma2RotaryEmbedding(config),
+                "sliding_attention": Gemma2RotaryEmbedding(local_rope_config(config)),
+            }
         )
 
     def input_embeddings(self, input_ids: paddle.Tensor | None, inputs_embeds: paddle.Tensor | None) -> paddle.Tensor:
