@@ -74,3 +74,25 @@ def test_tp_record_flags_a_diverging_step():
     off = {**same, "curves": {**ref, "loss": loss}}
     record = tp_record("llama", "train-tp2", off, ref)
     assert not record.passed and record.metrics["first_step_over"] == 7, record.notes
+
+
+def _imports(folder: str) -> set[str]:
+    """Every module the .py files of modbuild/<folder> import (at any depth of the file)."""
+    import ast
+    from pathlib import Path
+
+    found = set()
+    for path in (Path(__file__).resolve().parents[1] / "modbuild" / folder).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("folder", ["engine", "tp"])
+def test_the_engine_and_tp_do_not_import_verify(folder):
+    """One direction only: verify uses tp (the TP checks) and the shared optimizer (modbuild/optim.py) as the
+    engine does; neither the engine nor tp depends on the verification package."""
+    assert not [m for m in _imports(folder) if m.startswith("modbuild.verify")]

@@ -118,7 +118,7 @@ class CausalLMModule(BasicModule):
     def configure_optimizers(self) -> tuple[paddle.optimizer.Optimizer, paddle.optimizer.lr.LRScheduler]:
         """AdamW without decay on biases and norm weights (PaddleNLP Trainer's rule), linear warm-up then cosine,
         global-norm clipping."""
-        from modbuild.verify.train_loop import paddle_adamw
+        from modbuild.optim import paddle_adamw
 
         opt = self.config.Optimizer
         horizon = opt.decay_steps or self.config.Engine.max_steps

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from modbuild.optim import paddle_adamw, warmup_cosine
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -98,11 +100,6 @@ def batches(cfg: TrainConfig, vocab: int) -> list[list[np.ndarray]]:
     stream = np.resize(data, need)  # repeats the text as often as needed
     rows = stream.reshape(cfg.steps, cfg.accumulation, cfg.batch, cfg.length)
     return [[np.ascontiguousarray(micro) for micro in step] for step in rows]
-
-
-def paddle_decays(name: str, decay_norms: bool = False) -> bool:
-    """PaddleNLP Trainer's rule: no decay when "bias" or "norm" is in the name (`decay_norms`: norms decay too)."""
-    return "bias" not in name and (decay_norms or "norm" not in name)
 
 
 # A gradient element below this fraction of the step's largest is zero up to float rounding (paddle_run.ZERO_GRAD).
@@ -196,43 +193,10 @@ def _train_torch(net, data: list[list[np.ndarray]], cfg: TrainConfig) -> Run:
 # -------------------------------------------------------------------------------------------------------- paddle
 
 
-def paddle_adamw(
-    model,
-    learning_rate,
-    *,
-    beta1: float,
-    beta2: float,
-    epsilon: float,
-    weight_decay: float,
-    clip: float | None,
-    decay_norms: bool = False,
-):
-    """AdamW over the trainable parameters with PaddleNLP Trainer's decay rule (`paddle_decays`) and, with `clip`,
-    ClipGradByGlobalNorm; returns the optimizer and the names of the decayed parameters."""
-    import paddle
-
-    named = [(n, p) for n, p in model.named_parameters() if not p.stop_gradient]
-    decay = {p.name for n, p in named if paddle_decays(n, decay_norms)}
-    opt = paddle.optimizer.AdamW(
-        learning_rate=learning_rate,
-        beta1=beta1,
-        beta2=beta2,
-        epsilon=epsilon,
-        parameters=[p for _, p in named],
-        weight_decay=weight_decay,
-        apply_decay_param_fun=lambda name: name in decay,
-        grad_clip=paddle.nn.ClipGradByGlobalNorm(clip) if clip else None,
-    )
-    return opt, {n for n, p in named if p.name in decay}
-
-
 def paddle_optimizer(model, cfg: TrainConfig):
     """AdamW with PaddleNLP Trainer's decay rule, LinearWarmup(CosineAnnealingDecay) and ClipGradByGlobalNorm."""
-    import paddle
 
-    warmup = cfg.warmup + cfg.warmup_offset
-    cosine = paddle.optimizer.lr.CosineAnnealingDecay(cfg.lr, T_max=cfg.steps - warmup)
-    sched = paddle.optimizer.lr.LinearWarmup(cosine, warmup_steps=warmup, start_lr=0.0, end_lr=cfg.lr)
+    sched = warmup_cosine(cfg.lr, cfg.warmup + cfg.warmup_offset, cfg.steps)
     opt, decayed = paddle_adamw(
         model,
         sched,
