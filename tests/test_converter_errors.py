@@ -380,3 +380,48 @@ def test_a_target_that_cannot_be_written_is_a_problem_not_a_crash(tmp_path):
     (tmp_path / OUT).mkdir(parents=True)  # a directory where the generated file goes
     outcome = build_model(tmp_path / MODULAR, Layout(tmp_path / "modular", tmp_path / "generated"))
     assert outcome.problems == [f"{tmp_path / OUT}: Is a directory"] and not outcome.written
+
+
+def hf_tree(tmp_path: Path, parent_config: bool) -> Path:
+    """An HF-style tree: models/llama (parent), models/csm with a hand-written configuration_csm.py."""
+    models = tmp_path / "models"
+    (models / "llama").mkdir(parents=True)
+    (models / "csm").mkdir()
+    config = "from .configuration_llama import LlamaConfig\n\n\n" if parent_config else ""
+    uses = "    config_class = LlamaConfig\n\n" if parent_config else ""
+    (models / "llama" / "modeling_llama.py").write_text(
+        f"{config}class LlamaModel:\n{uses}    def __init__(self, config):\n        self.config = config\n"
+    )
+    if parent_config:
+        (models / "llama" / "configuration_llama.py").write_text("class LlamaConfig:\n    size = 1\n")
+    (models / "csm" / "configuration_csm.py").write_text("class CsmDepthConfig:\n    depth = 2\n")
+    modular = models / "csm" / "modular_csm.py"
+    modular.write_text(
+        "from ..llama.modeling_llama import LlamaModel\n"
+        "from .configuration_csm import CsmDepthConfig\n\n\n"
+        "class CsmModel(LlamaModel):\n"
+        "    def depth(self, config: CsmDepthConfig):\n"
+        "        return config.depth\n"
+    )
+    return modular
+
+
+def test_a_name_imported_from_the_models_own_hand_written_module_is_imported(tmp_path):
+    from modbuild.layout import detect
+
+    modular = hf_tree(tmp_path, parent_config=False)
+    outputs = convert_file(modular, detect(tmp_path / "models"))
+    assert list(outputs) == [tmp_path / "models/csm/modeling_csm.py"]  # the hand-written configuration stays
+    assert "from .configuration_csm import CsmDepthConfig" in outputs[tmp_path / "models/csm/modeling_csm.py"]
+
+
+def test_an_import_from_a_file_the_conversion_replaces_is_an_error(tmp_path):
+    from modbuild.layout import detect
+
+    modular = hf_tree(tmp_path, parent_config=True)  # llama's config makes a configuration_csm.py without it
+    with pytest.raises(ConvertError) as info:
+        convert_file(modular, detect(tmp_path / "models"))
+    assert str(info.value) == (
+        f"{modular}:2: 'CsmDepthConfig' would be imported from configuration_csm.py, but the configuration_csm.py "
+        "this conversion writes does not define it"
+    )

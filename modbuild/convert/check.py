@@ -169,6 +169,7 @@ def undefined_names(code: str) -> dict[str, tuple[int, str | None]]:
 def check_names(child: SourceModule, outputs: dict) -> None:
     """A name the generated code reads that nothing defines (`class Qwen2MLP(Missing)`, a lost `self`) would fail
     at import time or when the code runs: refuse it, naming the line of the modular file that reads it."""
+    _check_sibling_imports(child, outputs)
     for out, code in outputs.items():
         missing = undefined_names(code)
         if not missing:
@@ -205,3 +206,32 @@ def _child_line(child: SourceModule, definition: str | None, scope: str | None, 
         if where:  # the child defines that scope, but the read comes from the parent's code merged into it
             return where[0].lineno, True
     return 1, True
+
+
+def _check_sibling_imports(child: SourceModule, outputs: dict) -> None:
+    """`from .configuration_x import XConfig` in one output must find XConfig in the configuration file the same
+    conversion writes (it replaces the file that defined it, such as a hand-written one beside the modular file)."""
+    defined = {}
+    for out, code in outputs.items():
+        top = symtable.symtable(code, str(out), "exec")
+        defined[out.stem] = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    for out, code in outputs.items():
+        for node in ast.parse(code).body:
+            if not (isinstance(node, ast.ImportFrom) and node.level == 1 and node.module in defined):
+                continue
+            for alias in node.names:
+                if alias.name not in defined[node.module]:
+                    raise ConvertError(
+                        child.path,
+                        _import_line(child, alias.name),
+                        f"'{alias.name}' would be imported from {node.module}.py, but the {node.module}.py this "
+                        "conversion writes does not define it",
+                    )
+
+
+def _import_line(child: SourceModule, name: str) -> int:
+    """The line of the modular file's import of `name`, else 1."""
+    for node in ast.walk(ast.parse(child.module.code)):
+        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+            return node.lineno
+    return 1

@@ -18,7 +18,7 @@ from modbuild.convert.merge import ClassMerger, ParentClass
 from modbuild.convert.nodes import class_body, find_all, is_docstring, is_name
 from modbuild.convert.rename import rename_node, replace_names
 from modbuild.convert.resolve import Parent, ParentImports
-from modbuild.convert.source import ConvertError, InternalError, Member, SourceModule, Unit, member_key
+from modbuild.convert.source import ConvertError, InternalError, Member, SourceModule, Unit, member_key, split_import
 from modbuild.layout import kind_of_class
 from modbuild.naming import Prefix
 
@@ -204,6 +204,9 @@ class Namespace:
         units, roots = [], []
         last = (-1, 0)  # the group and line of the last parent definition the child's followed
         for unit in self.child.units:
+            if unit.is_import and not unit.names:
+                units += self._sibling_imports(unit)
+                continue
             if id(unit.node) in self.imports.statements or unit.names in ((), ("__all__",)):
                 continue
             if unit.is_import:
@@ -221,6 +224,18 @@ class Namespace:
             if not is_docstring(stmt):
                 roots.append(self._new((), self._localise(stmt), self._out(deps), Placement(Placement.LOOSE, line)))
         return units, roots
+
+    def _sibling_imports(self, unit: Unit) -> list[OutUnit]:
+        """`from .configuration_csm import CsmDepthDecoderConfig`: the model's own module, written by hand beside
+        the modular file (HF). The child names it explicitly, so its names come from there, not from a parent;
+        the import is kept where the output uses them."""
+        stmt = unit.node.body[0] if isinstance(unit.node, cst.SimpleStatementLine) else None
+        if not isinstance(stmt, cst.ImportFrom):
+            return []
+        return [
+            self._new((name,), unit.node.with_changes(body=[one]), (), Placement(Placement.IMPORTS, unit.line), True)
+            for name, one in split_import(stmt)
+        ]
 
     def _child_unit(self, unit: Unit, last: tuple[int, int]) -> tuple[OutUnit, tuple[int, int]]:
         """One child definition: a class merged over its parent's, or anything else as written (localised)."""
