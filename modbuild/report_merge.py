@@ -49,6 +49,16 @@ def _records(path: Path) -> dict:
         raise MergeError(str(exc)) from None
 
 
+def _versions(inputs: list[Path]) -> dict:
+    """The package versions the shards ran with (the first input's), not this machine's: the merging job may
+    have installed only the core."""
+    for path in inputs:
+        found = json.loads(path.read_text()).get("versions")
+        if isinstance(found, dict) and found:
+            return found
+    return versions()
+
+
 def merge_reports(root: Path, inputs: list[Path]) -> tuple[int, int]:
     """Write the joined report into `root`/reports; returns (checks taken from the inputs, rows in all)."""
     reports = Path(root) / "reports"
@@ -63,7 +73,8 @@ def merge_reports(root: Path, inputs: list[Path]) -> tuple[int, int]:
     with open(reports / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the lock `doit verify` writes the report under
         records = merged(Path(root), list(base.values()), list(taken.values()))
-        atomic_write(base_path, json.dumps({"versions": versions(), "records": records}, indent=1) + "\n")
+        report = {"versions": _versions(inputs), "records": records}
+        atomic_write(base_path, json.dumps(report, indent=1) + "\n")
         atomic_write(reports / "verify.md", markdown(records))
     if times:
         timings = {**load_timings(reports / TIMINGS), **times}

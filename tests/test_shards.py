@@ -82,7 +82,7 @@ def record(model: str, check: str, logits: float) -> dict:
 
 def report(path: Path, records: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"versions": {}, "records": records}))
+    path.write_text(json.dumps({"versions": {"paddlepaddle": "shard's"}, "records": records}))
     return path
 
 
@@ -99,7 +99,9 @@ def test_merge_takes_each_shards_own_rows(project, tmp_path, capsys):
     b = report(tmp_path / "b" / "verify.json", [record("llama", "hf", 1e-6), record("qwen2", "hf", 3e-3)])
     (tmp_path / "b" / TIMINGS).write_text(json.dumps({"qwen2:hf": 4.5}))
     assert cli(["report", "merge", str(a), str(b), "--root", str(project)]) == 0
-    rows = {r["model"]: r for r in json.loads((project / "reports" / "verify.json").read_text())["records"]}
+    merged = json.loads((project / "reports" / "verify.json").read_text())
+    assert merged["versions"] == {"paddlepaddle": "shard's"}  # what the shards ran with, not the merging machine
+    rows = {r["model"]: r for r in merged["records"]}
     assert rows["llama"]["metrics"]["logits"] == 2e-6 and rows["qwen2"]["metrics"]["logits"] == 3e-3
     md = (project / "reports" / "verify.md").read_text()
     assert "| qwen2 |" in md and "hf FAIL" in md
