@@ -23,7 +23,7 @@ KINDS = ("imports", "hf", "paddle", "launch", "other")
 INTERVAL = 0.005
 _HF = ("/torch/", "/transformers/", "/safetensors/")
 _PADDLE = ("/paddle/", "/paddlenlp/", "/generated/", "/modbuild/nn/")
-_LAUNCH = ("/modbuild/tp/",)
+_LAUNCH = ("/modbuild/tp/", "/modbuild/verify/tp_run.py", "/modbuild/verify/tp_results.py")  # incl. waiting
 
 
 def classify(frame) -> str:
