@@ -8,6 +8,11 @@ and every expected file is compared with what it wrote, one top-level definition
 (stdlib `ast`, docstrings stripped).
 
     python bench/hf_corpus.py [--mode all|batch|files] [--only gemma,llava] [--show 15] [--json out.json] [--keep]
+                              [--wheel transformers-X-py3-none-any.whl | --tree DIR]
+
+The corpus is the installed transformers unless `--wheel` (a downloaded wheel, unpacked into the temp dir,
+never installed: `pip download transformers==5.24.0 --no-deps`) or `--tree` (an unpacked wheel or a checkout:
+the directory holding `transformers/`, or `transformers/` itself, or its `src/`) names another.
 
 Modes: `batch` is one `modbuild convert` over the whole tree (timed against the libcst parse time of
 its inputs); `files` is one subprocess per modular file, parents first, which tells crashes
@@ -29,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "transformers.models"
 SRC = ROOT  # the directory holding the `modbuild` package to benchmark (--src)
 HEADER = "This file was automatically generated from"
-ERROR_LINE = re.compile(r"^(?P<path>[^\s:]+):(?P<line>\d+): (?P<msg>.+)$")  # the converter's clean refusals
+ERROR_LINE = re.compile(r"^(?P<path>[^\s:]+\.py)(?::(?P<line>\d+))?: (?P<msg>.+)$")  # the converter's clean refusals
+BLOCKED = "not converted: parent"  # a model left alone because a parent failed: counted apart from refusals
 WARNING = re.compile(r"^\w*Warning: ")  # `warnings` output has the same path:line: shape; not a refusal
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -143,8 +150,10 @@ class Run:
     seconds: dict[str, float] = field(default_factory=dict)  # files mode: per modular model
     crashes: dict[str, str] = field(default_factory=dict)  # model -> first line of the message
     refusals: dict[str, str] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)  # batch: models not converted because a parent failed
     warnings: Counter = field(default_factory=Counter)  # model -> warnings printed while converting it
     note: str = ""
+    summary: str = ""  # the CLI's closing line (converted, unchanged, failed)
     converted: int = 0  # modular files given to the converter (with --only: plus the parents they need)
 
 
@@ -182,6 +191,23 @@ def installed_package() -> Path:
     if spec is None or spec.origin is None:
         sys.exit("transformers is not installed in this environment")
     return Path(spec.origin).parent
+
+
+def tree_package(tree: Path) -> Path:
+    """The transformers package directory inside an unpacked wheel, a checkout (src/) or the package itself."""
+    for candidate in (tree, tree / "transformers", tree / "src" / "transformers"):
+        if (candidate / "models").is_dir() and (candidate / "__init__.py").is_file():
+            return candidate.resolve()
+    sys.exit(f"{tree}: no transformers package here (looked for models/ in it, transformers/ and src/transformers/)")
+
+
+def wheel_package(wheel: Path, dest: Path) -> Path:
+    """Unpack a transformers wheel under dest (a zip archive; nothing is installed) and return its package."""
+    if not zipfile.is_zipfile(wheel):
+        sys.exit(f"{wheel}: not a wheel (zip archive)")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(dest)
+    return tree_package(dest)
 
 
 def _import_targets(tree: ast.Module) -> list[tuple[str, list[str]]]:
@@ -318,18 +344,20 @@ def run_batch(models: Path, todo: list[Modular], whole: bool, timeout: float) ->
     attempts = [[str(models), "--force", "-j", "2"]] if whole else []  # the directory form converts all
     attempts.append(_explicit_args(models, files))
     for args in attempts:
-        code, _, stderr, wall = _cli(args, timeout)
+        code, stdout, stderr, wall = _cli(args, timeout)
         if code == 2 and ("unrecognized arguments" in stderr or stderr.startswith("usage:")):
             run.note = "CLI lacks directory/-j support: fell back to explicit files"
             continue  # argparse refused before writing anything
         break
     run.command = "modbuild convert " + (" ".join(args) if len(args) < 10 else f"<{len(files)} files> {args[-7:]}")
     run.wall = wall
+    run.summary = next((x for x in reversed(stdout.splitlines()) if x.startswith("modbuild convert:")), "")
     by_path = {str(models / item.directory / item.path.name): item.model for item in todo}
     errors, warned = _diagnostics(stderr)
     for line in errors:  # attribute each clean error to its modular file
         if (path := ERROR_LINE.match(line)["path"]) in by_path:
-            run.refusals.setdefault(by_path[path], line)
+            target = run.blocked if BLOCKED in line else run.refusals
+            target.setdefault(by_path[path], line)
     run.warnings.update(by_path.get(ERROR_LINE.match(line)["path"], "?") for line in warned)
     if TRACEBACK in stderr or (code != 0 and not run.refusals):
         run.crashes["<batch>"] = classify_failure(code, stderr)[1] or f"exit {code}"
@@ -464,6 +492,8 @@ def print_counts(run: Run, comp: Comparison, n_modular: int) -> None:
     print(f"\n== {run.mode} mode: {run.command}")
     if run.note:
         print(f"   ({run.note})")
+    if run.summary:
+        print(f"   {run.summary[:300]}{' ...' if len(run.summary) > 300 else ''}")
     print(
         f"modular files {n_modular}, expected outputs {expected}, produced {len(comp.produced)} "
         f"({100 * len(comp.produced) / max(expected, 1):.1f}%), not produced {len(comp.not_produced)}, "
@@ -471,7 +501,8 @@ def print_counts(run: Run, comp: Comparison, n_modular: int) -> None:
     )
     warned = +run.warnings
     print(
-        f"of {run.converted} modular files converted: crashes {len(run.crashes)}, refusals {len(run.refusals)}; "
+        f"of {run.converted} modular files converted: crashes {len(run.crashes)}, refusals {len(run.refusals)}, "
+        f"not converted because a parent failed {len(run.blocked)}; "
         f"warnings {sum(warned.values())} in {len(warned)} models (not failures)"
     )
     print(
@@ -578,6 +609,7 @@ def write_json(path: Path, runs: dict[str, Run], comps: dict[str, Comparison], t
             "seconds_per_file": run.seconds,
             "crashes": run.crashes,
             "refusals": run.refusals,
+            "blocked": run.blocked,
             "warnings": dict(+run.warnings),
             "produced": comp.produced,
             "not_produced": comp.not_produced,
@@ -602,21 +634,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write every number and per-definition result here")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
     parser.add_argument("--src", type=Path, default=ROOT, help="directory holding the modbuild package to run")
+    corpus = parser.add_mutually_exclusive_group()
+    corpus.add_argument("--wheel", type=Path, help="a transformers wheel to unpack and convert (not installed)")
+    corpus.add_argument("--tree", type=Path, help="an unpacked transformers tree (default: the installed package)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before one invocation counts as a crash")
     return parser.parse_args(argv)
+
+
+def corpus_package(args: argparse.Namespace, tmp: Path) -> Path:
+    if args.wheel:
+        return wheel_package(args.wheel, tmp / "wheel")
+    return tree_package(args.tree) if args.tree else installed_package()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     global SRC
     SRC = args.src.resolve()
-    package = installed_package()
-    corpus = parents_first(discover(package))  # reads HF's expected text before any copy is overwritten
-    todo, compared = select(corpus, [m for m in args.only.split(",") if m])
-    parse, n_inputs = parse_seconds(todo)
     tmp = Path(tempfile.mkdtemp(prefix="hf_corpus_"))
     runs: dict[str, Run] = {}
     try:
+        package = corpus_package(args, tmp)
+        print(f"corpus: {package}", file=sys.stderr, flush=True)
+        corpus = parents_first(discover(package))  # reads HF's expected text before any copy is overwritten
+        todo, compared = select(corpus, [m for m in args.only.split(",") if m])
+        parse, n_inputs = parse_seconds(todo)
         for mode in ["batch", "files"] if args.mode == "all" else [args.mode]:
             models = copy_tree(package, tmp / mode)  # a fresh tree per mode
             print(f"{mode}: converting {len(todo)} modular files in {models}", file=sys.stderr, flush=True)
