@@ -112,6 +112,7 @@ class Namespace:
         self.child_defs: dict[str, OutUnit] = {}
         self.child_imports: dict[str, OutUnit] = {}
         self.explicit: dict[str, tuple[Parent, Unit, SourceModule]] = {}
+        self.siblings: dict[str, OutUnit] = {}  # names the child imports from its model's own modules
 
     def settle_collisions(self) -> None:
         """A name that several parents define is taken from the parent whose code refers to it, when only one
@@ -205,7 +206,7 @@ class Namespace:
         last = (-1, 0)  # the group and line of the last parent definition the child's followed
         for unit in self.child.units:
             if unit.is_import and not unit.names:
-                units += self._sibling_imports(unit)
+                self.siblings |= {name: out for out in self._sibling_imports(unit) for name in out.names}
                 continue
             if id(unit.node) in self.imports.statements or unit.names in ((), ("__all__",)):
                 continue
@@ -227,8 +228,8 @@ class Namespace:
 
     def _sibling_imports(self, unit: Unit) -> list[OutUnit]:
         """`from .configuration_csm import CsmDepthDecoderConfig`: the model's own module, written by hand beside
-        the modular file (HF). The child names it explicitly, so its names come from there, not from a parent;
-        the import is kept where the output uses them."""
+        the modular file (HF). A name that neither the child nor a parent defines comes from there: the import
+        is kept where the output uses it."""
         stmt = unit.node.body[0] if isinstance(unit.node, cst.SimpleStatementLine) else None
         if not isinstance(stmt, cst.ImportFrom):
             return []
@@ -394,7 +395,7 @@ class Namespace:
                 for unit in module.units:
                     if unit.is_import and name in unit.names:
                         return self._parent_unit(parent, unit, module)
-        return None
+        return self.siblings.get(name)
 
     def closure(
         self,
