@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -50,6 +51,7 @@ def mutated(tmp_path: Path, old: str, new: str):
     finally:
         sys.path.remove(str(tmp_path))
     return module
+
 
 # name -> (the generated line, its broken version)
 MUTATIONS = {
@@ -172,7 +174,7 @@ def hf_checkpoint(tmp_path: Path, **config) -> tuple[torch.nn.Module, Path]:
 def test_kv_cache_holds_what_hf_cache_holds(tmp_path):
     """Per layer: the keys after RoPE [.., heads, nope + rope] (the rope key in every head, de-interleaved) and the
     values [.., heads, v_head_dim], HF's DynamicCache contents up to the axis order."""
-    net, hf_dir = hf_checkpoint(tmp_path)
+    net = hf_model(MODEL)
     ours = load_converted(net, MODEL, tmp_path)
     ids = left_padded_batch(TINY["vocab_size"])["input_ids"][1:]
     with torch.no_grad():
@@ -229,3 +231,22 @@ def test_config_refuses_what_the_model_cannot_run(overrides, message):
 
     with pytest.raises(ValueError, match=message):
         DeepseekV3Config(**{**TINY, **spec(MODEL).config, **overrides})
+
+
+def test_shared_rope_key_gradient_is_summed_over_tp_ranks(tmp_path):
+    """The tp2 check of a copy whose rope key skips `replicated_input`: each rank's heads then give the replicated
+    kv_a_proj_with_mqa only part of its gradient, and the check sees it. (The unbroken model's tp2 check passes.)"""
+    from modbuild.verify.tp_check import record_from
+    from modbuild.verify.tp_run import run_tp2
+
+    shutil.copytree(ROOT / "generated" / MODEL, tmp_path / "generated" / MODEL)
+    shutil.copy(ROOT / "generated" / "__init__.py", tmp_path / "generated" / "__init__.py")
+    shutil.copytree(ROOT / "modular" / MODEL, tmp_path / "modular" / MODEL)  # the spec, beside `generated`
+    modeling = tmp_path / "generated" / MODEL / f"modeling_{MODEL}.py"
+    old = "k_rot = replicated_input(k_rot, self.config).reshape"
+    assert modeling.read_text().count(old) == 1
+    modeling.write_text(modeling.read_text().replace(old, "k_rot = k_rot.reshape"))
+    result = run_tp2(MODEL, extra_env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"})
+    record = record_from(MODEL, result)
+    assert not record.passed
+    assert result["grad_max_rel"] > 0.1 and "kv_a_proj_with_mqa" in result["worst_param"]
