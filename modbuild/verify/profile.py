@@ -111,7 +111,7 @@ def record_seconds(root: Path, model: str, check: str, seconds: float) -> None:
     reports = Path(root) / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     path = reports / TIMINGS
-    with open(reports / ".timings.lock", "w") as lock:
+    with open(reports / ".lock", "w") as lock:  # the reports' lock (report.save takes it after this, not within)
         fcntl.flock(lock, fcntl.LOCK_EX)
         timings = load_timings(path)
         timings[f"{model}:{check}"] = round(seconds, 2)
