@@ -199,6 +199,9 @@ def plan(child: ast.FunctionDef, parent: ast.FunctionDef) -> Plan | None:
         stmt = child.body[index]
         if _repeats_parent(stmt, out):
             continue  # the converter drops it; running it again changes nothing
+        if isinstance(stmt, ast.Delete) and all(isinstance(t, ast.Name) for t in stmt.targets):
+            found.drops.add(index)  # `del x` removes the parent's local x (HF): the parent's own frame is gone
+            continue
         attr = _self_attr(stmt, ast.Assign) or _self_attr(stmt, ast.Delete)
         last = next(
             (
@@ -312,14 +315,35 @@ def _hf_super_call(child: ast.FunctionDef, methods: dict[str, ast.FunctionDef]) 
         if not any(isinstance(a, ast.Starred) for a in call.args):
             args = parent.args
             positional = [*args.posonlyargs, *args.args][1:]  # without self
+            if not _fits(call, args, positional):  # HF ignores such arguments: the child's same-named variables
+                call.args, call.keywords = [], []
+                if args.kwarg is not None and args.kwarg.arg in _all_own(child):
+                    call.keywords = [ast.keyword(None, ast.Name(args.kwarg.arg, ast.Load()))]
             bound = {p.arg for p in positional[: len(call.args)]} | {k.arg for k in call.keywords if k.arg}
+            defaults = {p.arg for p in positional[len(positional) - len(args.defaults) :]}
+            defaults |= {p.arg for p, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None}
             for param in (*positional[len(call.args) :], *args.kwonlyargs):
                 if param.arg not in bound and param.arg in own:
                     call.keywords.append(ast.keyword(param.arg, ast.Name(param.arg, ast.Load())))
+                elif param.arg not in bound and param.arg not in defaults:  # unbound (the converter checks it is
+                    call.keywords.append(ast.keyword(param.arg, ast.Constant(None)))  # unused): any value does
         if isinstance(stmt, ast.Expr) and index == len(body) - 1 and _returns_value(parent):
             body[index] = ast.copy_location(ast.Return(call), stmt)
     new = ast.FunctionDef(**{**{f: getattr(child, f) for f in child._fields}, "body": body})
     return ast.fix_missing_locations(ast.copy_location(new, child))
+
+
+def _fits(call: ast.Call, args: ast.arguments, positional: list[ast.arg]) -> bool:
+    """Whether Python could bind the call's arguments to the parent's parameters (counts and names only)."""
+    names = {p.arg for p in (*positional, *args.kwonlyargs)}
+    if len(call.args) > len(positional) and args.vararg is None:
+        return False
+    return all(k.arg is None or k.arg in names or args.kwarg is not None for k in call.keywords)
+
+
+def _all_own(fn: ast.FunctionDef) -> set[str]:
+    extra = [a for a in (fn.args.vararg, fn.args.kwarg) if a is not None]
+    return {a.arg for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs, *extra)}
 
 
 def _returns_value(fn: ast.FunctionDef) -> bool:

@@ -109,19 +109,25 @@ def test_super_inside_an_expression_that_cannot_move(tmp_path, expression, why):
     expect_error(tmp_path, child, 6, why)
 
 
+UNBOUND = "is read by the parent's __init__ but nothing binds it"
+
+
 def test_too_many_positional_arguments(tmp_path):
+    # HF's dialect ignores arguments that do not fit; the parent's body then reads layer_idx, which nothing binds
     child = HEADER + "    def __init__(self, config):\n        super().__init__(config, 1, 2)\n"
-    expect_error(tmp_path, child, 6, "takes 2 positional arguments, 3 given")
+    with pytest.warns(UserWarning, match="3 positional arguments for 2"):
+        expect_error(tmp_path, child, 6, f"'layer_idx' {UNBOUND}")
 
 
 def test_unexpected_keyword(tmp_path):
     child = HEADER + "    def __init__(self, config):\n        super().__init__(config, bias=True)\n"
-    expect_error(tmp_path, child, 6, "unexpected keyword argument 'bias'")
+    with pytest.warns(UserWarning, match="unexpected keyword argument 'bias'"):
+        expect_error(tmp_path, child, 6, f"'layer_idx' {UNBOUND}")
 
 
 def test_missing_argument(tmp_path):
     child = HEADER + "    def __init__(self):\n        super().__init__()\n"
-    expect_error(tmp_path, child, 6, "missing the argument 'config'")
+    expect_error(tmp_path, child, 6, f"'config' {UNBOUND}")
 
 
 def test_a_parameter_the_child_still_uses_gets_its_own_name(tmp_path):

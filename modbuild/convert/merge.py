@@ -168,8 +168,13 @@ class ClassMerger:
         self, fn: cst.FunctionDef, inherited: dict[str, Member], deps: set[str]
     ) -> tuple[cst.FunctionDef, set[str]]:
         body: list[tuple[cst.BaseStatement, bool]] = []  # (statement, came from an inlined parent body)
+        unbound: dict[str, cst.CSTNode] = {}  # locals nothing binds any more (a left-out argument) -> the call
         fn, origin = self._hoist(fn, inherited)
+        skip = 0
         for stmt in fn.body.body:
+            if skip:  # folded into the parent's body by the bare call before it
+                skip -= 1
+                continue
             found = supercall.statement_call(stmt)
             target = inherited.get(supercall.super_method(found.call)) if found else None
             if target is None or not isinstance(target.node, cst.FunctionDef):
@@ -181,17 +186,41 @@ class ClassMerger:
                 fn = fn.with_changes(params=supercall.adopt_signature(fn, target.node, self.error(fn)))
             deps |= target.deps
             body += [(s, True) for s in inlined]
+            unbound |= dict.fromkeys(binding.unbound, at)
+            skip = binding.consumed
         if any(from_parent for _, from_parent in body):
-            body = _drop_dead_locals(self._fold_after_super(body))
+            body = _drop_dead_locals(self._fold_after_super(body, unbound))
             if fn.name.value == "__init__":
                 body = _post_init_last(_init_call_first(body))
+        self._check_unbound(fn, [s for s, _ in body], unbound)
         return fn.with_changes(body=fn.body.with_changes(body=[s for s, _ in body])), deps
 
-    def _fold_after_super(self, body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[cst.BaseStatement, bool]]:
-        """`self.x = ...` after a super() call replaces the parent's assignment; `del self.x` removes it."""
+    def _check_unbound(self, fn: cst.FunctionDef, body: list[cst.BaseStatement], unbound: dict) -> None:
+        """A parameter the super() call left out (or a local `del x` removed) that the merged body still reads."""
+        if not unbound:
+            return
+        names = supercall.names_in(body)
+        free = names.read - names.stored - supercall._own_names(fn)
+        for name, at in sorted(unbound.items(), key=lambda item: item[0]):
+            if name in free:
+                raise self.error(at)(
+                    f"'{name}' is read by the parent's {fn.name.value} but nothing binds it here: pass it to the "
+                    f"super() call, or give the method a parameter '{name}'"
+                )
+
+    def _fold_after_super(
+        self, body: list[tuple[cst.BaseStatement, bool]], unbound: dict[str, cst.CSTNode]
+    ) -> list[tuple[cst.BaseStatement, bool]]:
+        """`self.x = ...` after a super() call replaces the parent's assignment; `del self.x` removes it, and
+        `del x` the parent's assignment to the local x (HF; the local must then be unused)."""
         out: list[tuple[cst.BaseStatement, bool]] = []
         for stmt, from_parent in body:
             if not from_parent and _repeats_parent(stmt, out):
+                continue
+            local = _deleted_local(stmt) if not from_parent else None
+            if local is not None and (index := _last_local_assignment(out, local)) is not None:
+                del out[index]
+                unbound[local] = stmt
                 continue
             attr = _self_attr(stmt, cst.Del) if not from_parent else None
             if attr is not None:
@@ -271,18 +300,23 @@ class _BaseCalls(cst.CSTTransformer):
         if not isinstance(func, cst.Attribute):
             return updated
         owner = func.value
+        with_self = bool(updated.args) and is_name(updated.args[0].value, "self")
         if isinstance(owner, cst.Call) and not owner.args:
             base = _code(owner.func)
-        elif isinstance(owner, (cst.Name, cst.Attribute)) and not (
-            updated.args and is_name(updated.args[0].value, "self")
-        ):
+        elif isinstance(owner, (cst.Name, cst.Attribute)):
             base = _code(owner)
         else:
             return updated
         if base not in self.bases:
             return updated
-        self.used.add(base)
-        return updated.with_changes(func=func.with_changes(value=cst.Call(cst.Name("super"))))
+        args = updated.args
+        if with_self and not isinstance(owner, cst.Call):
+            # `PreTrainedModel._init_weights(self, m)` for a base the class keeps (the flattened one with `self` is
+            # the escape hatch, never merged): HF writes `super()._init_weights(m)`, and the base stays
+            args = args[1:]
+        else:
+            self.used.add(base)
+        return updated.with_changes(func=func.with_changes(value=cst.Call(cst.Name("super"))), args=args)
 
 
 def _is_placeholder(node: cst.BaseStatement) -> bool:
@@ -380,6 +414,27 @@ def _self_attr(stmt: cst.BaseStatement, kind: type) -> str | None:
     target = inner.target if kind is cst.Del else (inner.targets[0].target if len(inner.targets) == 1 else None)
     if isinstance(target, cst.Attribute) and is_name(target.value, "self"):
         return target.attr.value
+    return None
+
+
+def _deleted_local(stmt: cst.BaseStatement) -> str | None:
+    """`x` for `del x`."""
+    inner = single(stmt)
+    return inner.target.value if isinstance(inner, cst.Del) and isinstance(inner.target, cst.Name) else None
+
+
+def _last_local_assignment(body: list[tuple[cst.BaseStatement, bool]], name: str) -> int | None:
+    """The inlined parent statement that last assigned the local `name` (`name = ...`)."""
+    for index in range(len(body) - 1, -1, -1):
+        stmt, from_parent = body[index]
+        inner = single(stmt)
+        if (
+            from_parent
+            and isinstance(inner, cst.Assign)
+            and len(inner.targets) == 1
+            and is_name(inner.targets[0].target, name)
+        ):
+            return index
     return None
 
 

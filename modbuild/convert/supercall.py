@@ -132,6 +132,8 @@ def _is_static(fn: cst.FunctionDef) -> bool:
 class Binding:
     values: dict[str, cst.BaseExpression] = field(default_factory=dict)
     adopt_signature: bool = False
+    unbound: set[str] = field(default_factory=set)  # parameters left to the child's scope, where nothing binds them
+    consumed: int = 0  # statements after a bare call folded into the inlined body (HF)
 
 
 def bind(
@@ -140,6 +142,43 @@ def bind(
     child: cst.FunctionDef,
     err: Callable[[str], ConvertError],
     warn: Callable[[str], None] = lambda message: None,
+) -> Binding:
+    """The call's arguments bound to the parent's parameters as Python binds them. Arguments that do not fit
+    the parent's signature (`super().__init__(self, config)`) are HF's dialect: HF ignores a super() call's
+    arguments, so the parent's body reads the child's variables of the same names; so do we, with a warning."""
+    try:
+        return _bind(call, parent, child, err, warn)
+    except _Unfit as unfit:
+        warn(
+            f"super().{parent.name.value}(...): {unfit}; as HF does, the call's arguments are ignored and the "
+            f"parent's body reads the child's variables of the same names"
+        )
+        return _hf_binding(parent, child)
+
+
+class _Unfit(Exception):
+    """Arguments that Python could not bind to the parent's parameters."""
+
+
+def _hf_binding(parent: cst.FunctionDef, child: cst.FunctionDef) -> Binding:
+    """HF's meaning of any super() call: each parent parameter is the child's variable of that name; one the
+    child does not have is unbound (an error if the merged method still reads it)."""
+    out = Binding()
+    own = _own_names(child)
+    for param in _all_params(parent.params)[0 if _is_static(parent) else 1 :]:
+        name = param.name.value
+        out.values[name] = cst.Name(name)
+        if name not in own:
+            out.unbound.add(name)
+    return out
+
+
+def _bind(
+    call: cst.Call,
+    parent: cst.FunctionDef,
+    child: cst.FunctionDef,
+    err: Callable[[str], ConvertError],
+    warn: Callable[[str], None],
 ) -> Binding:
     params = parent.params
     positional = [*params.posonly_params, *params.params][0 if _is_static(parent) else 1 :]
@@ -152,31 +191,31 @@ def bind(
     for index, arg in enumerate(call.args):
         if arg.star == "*":
             if star is None:
-                raise err(f"`*{_code(arg.value)}` passed to super(), but the parent has no *args")
+                raise _Unfit(f"`*{_code(arg.value)}` passed, but the parent has no *args")
             out.values[star] = arg.value
         elif arg.star == "**":
             if is_name(arg.value, SUPER_KWARGS) and child_kw == SUPER_KWARGS:
                 out.adopt_signature = True
             elif star_kw is None:
-                raise err(f"`**{_code(arg.value)}` passed to super(), but the parent has no **kwargs")
+                raise _Unfit(f"`**{_code(arg.value)}` passed, but the parent has no **kwargs")
             else:
                 mappings.append(arg.value)
         elif arg.keyword is not None:
             name = arg.keyword.value
             if name in out.values:
-                raise err(f"super() got multiple values for argument '{name}'")
+                raise _Unfit(f"multiple values for argument '{name}'")
             if name in by_name:
                 out.values[name] = arg.value
             elif star_kw is not None:
                 extra_kw.append(arg)
             else:
-                raise err(f"super() got an unexpected keyword argument '{name}' (parent signature: {_sig(parent)})")
+                raise _Unfit(f"unexpected keyword argument '{name}' ({_sig(parent)})")
         elif index < len(positional):
             out.values[positional[index].name.value] = arg.value
         elif star is not None:
             extra_pos.append(arg)
         else:
-            raise err(f"super() takes {len(positional)} positional arguments, {index + 1} given ({_sig(parent)})")
+            raise _Unfit(f"{len(call.args)} positional arguments for {len(positional)} ({_sig(parent)})")
     if extra_pos:
         out.values[star] = cst.Tuple([cst.Element(a.value) for a in extra_pos])
     if out.adopt_signature and star_kw and mappings:
@@ -210,8 +249,9 @@ def _fill_missing(out: Binding, parent: cst.FunctionDef, positional, star, star_
                 )
         elif param.default is not None:
             out.values[name] = param.default
-        else:
-            raise err(f"super() call is missing the argument '{name}'")
+        else:  # HF: the parent's body reads the child's variable; fine while nothing left reads it (checked later)
+            out.values[name] = cst.Name(name)
+            out.unbound.add(name)
     for name, empty in ((star, cst.Tuple([])), (star_kw, cst.Dict([]))):
         if name and name not in out.values:
             out.values[name] = cst.Name(name) if out.adopt_signature else empty
@@ -239,14 +279,18 @@ def inline(
     parent_names = names_in(body)
     name = parent.name.value
     if found.form == "expr" and parent_names.returns_value:
-        if child.body.body[-1] is not stmt:
-            raise err(f"super().{name}(...) returns a value here; use `return super().{name}(...)` or assign it")
+        rest = _following(child, stmt)
+        if rest:  # HF: what follows replaces the parent's assignments of the same targets, in place
+            body = _fold_into(body, rest)
+            if body is None:
+                raise err(f"super().{name}(...) returns a value here; use `return super().{name}(...)` or assign it")
+            binding.consumed = len(rest)
         # HF's meaning of a closing bare call: the parent's body, returning as the parent does (Python: None)
         warn(f"super().{name}(...) ends the method: it returns what the parent's {name} returns, as HF reads it")
     if found.form == "assign":
         message = f"`x = super().{name}(...)` needs a parent body that returns once, at its end"
         body = _return_as_assignment(body, found.target, lambda: err(message))
-    before, after = _split_at(child, stmt)
+    before, after = _split_at(child, stmt, binding.consumed)
     visible = before.stored | {p.name.value for p in _all_params(child.params)}
     needed = (visible & after.read) | (after.read - after.stored)
     prelude, renames = [], {}
@@ -278,11 +322,46 @@ def _fresh(name: str, taken: set[str]) -> str:
     return name
 
 
-def _split_at(fn: cst.FunctionDef, stmt: cst.BaseStatement) -> tuple[_Names, _Names]:
-    """Names used in the child's body before and after one statement."""
+def _following(fn: cst.FunctionDef, stmt: cst.BaseStatement) -> list[cst.BaseStatement]:
+    body = list(fn.body.body)
+    return body[next(i for i, s in enumerate(body) if s is stmt) + 1 :]
+
+
+def _target_code(stmt: cst.BaseStatement) -> tuple[str, str] | None:
+    """("assign" | "del", code of the target) for `t = v` or `del t` with one target."""
+    inner = single(stmt)
+    if isinstance(inner, cst.Assign) and len(inner.targets) == 1:
+        return "assign", _code(inner.targets[0].target)
+    if isinstance(inner, cst.Del):
+        return "del", _code(inner.target)
+    return None
+
+
+def _fold_into(body: list[cst.BaseStatement], rest: list[cst.BaseStatement]) -> list[cst.BaseStatement] | None:
+    """HF's update of a parent body by the statements after a bare super() call: an assignment replaces the
+    parent's assignment of the same target (by its code) in place, `del t` removes it. None when a statement
+    is neither (Python would run it after a return)."""
+    body = list(body)
+    for stmt in rest:
+        found = _target_code(stmt)
+        spots = [i for i, s in enumerate(body) if found and _target_code(s) == ("assign", found[1])]
+        if not spots:
+            return None
+        if found[0] == "assign":
+            body[spots[-1]] = stmt
+        else:
+            del body[spots[-1]]
+    return body
+
+
+def _split_at(fn: cst.FunctionDef, stmt: cst.BaseStatement, consumed: int = 0) -> tuple[_Names, _Names]:
+    """Names used in the child's body before and after one statement (but for the `consumed` statements after it,
+    folded into the inlined body, and `del x` markers, which remove the parent's x rather than read it)."""
     body = list(fn.body.body)
     index = next(i for i, s in enumerate(body) if s is stmt)
-    after = names_in(body[index + 1 :])
+    after = names_in(
+        [s for s in body[index + 1 + consumed :] if not (isinstance(d := single(s), cst.Del) and is_name(d.target))]
+    )
     if (found := statement_call(stmt)) is not None and found.target is not None:
         after.stored |= {n.value for n in _flat_names(found.target)}
     return names_in(body[:index]), after
