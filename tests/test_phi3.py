@@ -211,3 +211,15 @@ def test_new_model_from_phi3_converts_and_verifies(tmp_path):
     modeling = (project / "generated" / "my_phi3" / "modeling_my_phi3.py").read_text().split('"""', 2)[2]
     assert "class MyPhi3ForCausalLM(MyPhi3PretrainedModel):" in modeling
     assert "Phi3" not in modeling.replace("MyPhi3", "")
+
+
+def test_hf_generate_attention_is_read_and_checked(tmp_path):
+    from modbuild.verify.specs import SpecError, load_spec
+
+    assert spec("phi3").hf_generate_attention == "sdpa" and spec("mistral").hf_generate_attention == "eager"
+    path = tmp_path / "model.toml"
+    path.write_text('[verify]\nhf_class = "Phi3ForCausalLM"\nhf_generate_attention = "flash"\n')
+    with pytest.raises(
+        SpecError, match=rf"^{path}: verify.hf_generate_attention must be one of eager, sdpa, not 'flash'"
+    ):
+        load_spec(path, "phi3")
