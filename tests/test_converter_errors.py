@@ -265,7 +265,7 @@ def test_a_model_importing_its_own_generated_code_is_an_error(tmp_path):
 
 
 def test_a_self_import_is_a_graph_error_of_that_model(tmp_path):
-    from modbuild.graph import discover
+    from modbuild.graph import GraphError, discover
 
     for model, text in (
         ("qwen2", "from ..qwen2.modeling_qwen2 import Qwen2Layer\n"),
@@ -278,6 +278,8 @@ def test_a_self_import_is_a_graph_error_of_that_model(tmp_path):
         f"{tmp_path / MODULAR}:1: model 'qwen2' imports its own generated code: a model cannot be its own parent"
     )
     assert models["qwen2"].parents == {} and models["llama"].error is None
+    with pytest.raises(GraphError, match="imports its own generated code"):
+        discover(tmp_path / "modular")  # strict: the whole graph is refused (`doit` then says so in one line)
 
 
 def test_a_class_defined_twice_is_an_error(tmp_path):
