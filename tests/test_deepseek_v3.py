@@ -250,3 +250,23 @@ def test_shared_rope_key_gradient_is_summed_over_tp_ranks(tmp_path):
     record = record_from(MODEL, result)
     assert not record.passed
     assert result["grad_max_rel"] > 0.1 and "kv_a_proj_with_mqa" in result["worst_param"]
+
+
+def test_multi_token_prediction_layer_61_is_skipped_as_hf_skips_it(tmp_path, caplog):
+    """DeepSeek-V3's released checkpoints carry the MTP module as `model.layers.61.*`, which HF's model does not load
+    (`_keys_to_ignore_on_load_unexpected`): the converter skips those keys, saying why, and nothing else."""
+    import logging
+
+    from safetensors.numpy import save_file
+
+    from modbuild.weights.convert import convert_hf_to_paddle
+
+    _, hf_dir = hf_checkpoint(tmp_path)
+    tensors = load_file(hf_dir / "model.safetensors")
+    tensors["model.layers.61.enorm.weight"] = np.ones(TINY["hidden_size"], "float32")
+    save_file(tensors, hf_dir / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level(logging.INFO, logger="modbuild.weights.convert"):
+        convert_hf_to_paddle(hf_dir, tmp_path / "paddle")
+    assert "skipped model.layers.61.enorm.weight: DeepSeek-V3's multi-token-prediction layer" in caplog.text
+    stored = load_file(tmp_path / "paddle" / "model.safetensors")
+    assert not any(".61." in key for key in stored) and len(stored) == len(tensors) - 1
