@@ -67,6 +67,38 @@ def test_nothing_outlives_the_owner(run):
     assert not left, f"still running 5 s after the owner ended: {left}"
 
 
+def _ranks(owner: str) -> list[str]:
+    return [p for p in _processes(owner) if "tp_worker.py" in p and "distributed.launch" not in p]
+
+
 def _processes(text: str) -> list[str]:
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
     return [line for line in ps.splitlines() if text in line]
+
+
+STARTING = """
+import json
+from modbuild.tp.pool import owner_process, submit
+from modbuild.verify.tp_run import WORKER, _models_root
+
+print(json.dumps(owner_process()), flush=True)
+submit(WORKER, {"model": "llama", "mode": "tp2"}, _models_root(), timeout=300)
+"""
+
+
+def test_a_run_killed_while_its_pool_starts_leaves_nothing():
+    """SIGKILL (no cleanup at all) of the owner while its ranks are still importing paddle."""
+    proc = subprocess.Popen([sys.executable, "-c", STARTING], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        owner = "--owner {}:{}".format(*json.loads(proc.stdout.readline()))
+        deadline = time.monotonic() + 120
+        while len(_ranks(owner)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_ranks(owner)) == 2, "the ranks never started"
+    finally:
+        proc.kill()
+        proc.wait()
+    ended = time.monotonic()
+    while (left := _processes(owner)) and time.monotonic() - ended < 5:
+        time.sleep(0.1)
+    assert not left, f"still running 5 s after the owner was killed: {left}"

@@ -228,8 +228,15 @@ def _answer(folder: Path, rid: str, launcher: tuple[int, int]) -> dict | None:
 # -------------------------------------------------------------------------------------------------------- ranks
 
 
+_watching: list[tuple[int, int]] = []
+
+
 def watch_owner(owner: tuple[int, int]) -> None:
-    """A thread that ends this rank, and the launcher above it, as soon as the run that owns the pool is gone."""
+    """A thread that ends this rank, and the launcher above it, as soon as the run that owns the pool is gone.
+    Started before the rank imports paddle (`watch_from_argv`): a run stopped while the pool starts leaves nothing."""
+    if owner in _watching:
+        return
+    _watching.append(owner)
     launcher = os.getppid()
 
     def watch() -> None:
@@ -241,6 +248,14 @@ def watch_owner(owner: tuple[int, int]) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def watch_from_argv(argv: list[str]) -> None:
+    """`watch_owner` for a rank started with ``--owner PID:START`` (the pool's command line)."""
+    if "--owner" in argv and argv.index("--owner") + 1 < len(argv):
+        pid, _, start = argv[argv.index("--owner") + 1].partition(":")
+        if pid.isdigit() and start.isdigit():
+            watch_owner((int(pid), int(start)))
 
 
 def _pick(folder: Path, n: int, idle: float) -> dict:

@@ -49,6 +49,10 @@ if __name__ == "__main__":
     # Run by path, sys.path[0] is this directory (modbuild/tp). The launcher's PYTHONPATH says where the models
     # and this checkout are; it comes before any installed copy.
     sys.path.pop(0)
+    if "--pool-dir" in sys.argv:  # a pool rank: gone with the run that owns it, even while still importing paddle
+        from modbuild.tp.pool import watch_from_argv
+
+        watch_from_argv(sys.argv)
 
 import numpy as np
 import paddle
