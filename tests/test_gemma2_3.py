@@ -302,3 +302,22 @@ def test_recompute_at_every_granularity_gives_the_same_gradients():
         assert other_loss == loss, granularity
         for name, grad in grads.items():
             np.testing.assert_allclose(other_grads[name], grad, atol=1e-6, err_msg=f"{granularity}: {name}")
+
+
+@pytest.mark.parametrize(("model", "hf_config"), [("gemma2", "Gemma2Config"), ("gemma3", "Gemma3TextConfig")])
+def test_every_model_field_defaults_to_hfs_value(model, hf_config):
+    """HF's config.json leaves out what equals a default, so a missing key must mean HF's default here too."""
+    from modbuild.models import config_class
+
+    theirs = getattr(transformers, hf_config)().to_dict()
+    # PretrainedConfig's own fields, less those the model gives its own default
+    framework = set(transformers.PretrainedConfig().to_dict()) - {
+        "tie_word_embeddings",
+        "pad_token_id",
+        "bos_token_id",
+        "eos_token_id",
+    }
+    ours = config_class(model)()
+    fields = sorted(k for k in theirs if k not in framework and not k.startswith("_") and k != "transformers_version")
+    assert {"tie_word_embeddings", "query_pre_attn_scalar", "sliding_window", "layer_types"} <= set(fields)
+    assert {k: getattr(ours, k, "missing") for k in fields} == {k: theirs[k] for k in fields}
