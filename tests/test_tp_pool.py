@@ -7,6 +7,7 @@ starts in all (~15 s each, mostly imports)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -18,45 +19,62 @@ ROOT = Path(__file__).resolve().parents[1]
 
 OWNER = """
 import json, sys
-from modbuild.tp.pool import PoolError, _running, owner_process, pool_dir, submit
-from modbuild.verify.tp_run import WORKER, _models_root
+sys.path.insert(0, sys.argv[1])  # the copied tree's `generated` package
+from modbuild.tp.pool import _running, owner_process, pool_dir
+from modbuild.verify.tp_run import TPCheckError, _models_root, pool_request
 
 def launcher():
     return _running(pool_dir(owner_process(), _models_root()))
 
-for model in ["llama", "qwen2", "nosuchmodel", "llama"]:
+for model in ["llama", "qwen2", "nosuchmodel", "llama", "edit llama", "llama"]:
+    if model.startswith("edit "):  # a model file edited while the pool holds the old one
+        path = _models_root() / "generated" / "llama" / "modeling_llama.py"
+        path.write_text(path.read_text() + "\\n# edited\\n")
+        continue
     try:
-        answer = submit(WORKER, {"model": model, "mode": "tp2"}, _models_root(), timeout=300)
-        row = {"model": model, "logits": answer["result"]["logits_max_abs"], "key": answer["key"]}
-    except PoolError as exc:
+        row = {"model": model, "logits": pool_request(model, "tp2", timeout=300)["logits_max_abs"]}
+    except TPCheckError as exc:
         row = {"model": model, "error": str(exc)}
-    row["launcher"], row["owner"] = launcher(), owner_process()
+    row["launcher"], row["owner"], row["root"] = launcher(), owner_process(), str(_models_root())
     print(json.dumps(row), flush=True)
 """
 
 
 @pytest.fixture(scope="module")
-def run():
+def run(tmp_path_factory):
+    """The requests of one owner, on a copy of the tree's generated models and specs."""
+    tree = tmp_path_factory.mktemp("tp_pool")
+    shutil.copytree(ROOT / "generated", tree / "generated", ignore=shutil.ignore_patterns("__pycache__"))
+    for model in ("llama", "qwen2"):
+        shutil.copytree(ROOT / "modular" / model, tree / "modular" / model)
     done = subprocess.run(
-        [sys.executable, "-c", OWNER], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-c", OWNER, str(tree)], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
     )
     ended = time.monotonic()
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == 4, done.stdout + done.stderr
+    assert len(rows) == 5, done.stdout + done.stderr
+    assert rows[0]["root"] == str(tree)
     return rows, ended
 
 
 def test_one_launch_serves_several_models(run):
-    (llama, qwen2, _, _), _ = run
+    (llama, qwen2, *_), _ = run
     assert llama["logits"] <= 1e-5 and qwen2["logits"] <= 1e-5
     assert llama["launcher"] is not None and llama["launcher"] == qwen2["launcher"]
 
 
 def test_a_failing_model_fails_its_request_only_and_the_pool_restarts(run):
-    (first, _, broken, again), _ = run
+    (first, _, broken, again, _), _ = run
     assert "error" in broken and "nosuchmodel" in broken["error"] and "rank" in broken["error"]
-    assert again["logits"] == first["logits"] and again["key"] == first["key"]  # the same sources, the same result
+    assert again["logits"] == first["logits"]  # the same sources, the same result
     assert again["launcher"] != first["launcher"]  # a new pool
+
+
+def test_a_pool_that_holds_other_sources_is_not_used(run):
+    """The model's file changed after the pool imported it: the answer from the old code is dropped, the pool
+    replaced, and the request answered by a pool that loaded the edited file."""
+    (*_, before, after), _ = run
+    assert "logits" in after and after["launcher"] != before["launcher"]
 
 
 def test_nothing_outlives_the_owner(run):

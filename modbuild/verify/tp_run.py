@@ -53,9 +53,16 @@ def _models_root() -> Path:
 
 def run_tp_checks(model: str, timeout: float = 600, extra_env: Mapping[str, str] | None = None) -> dict:
     """Both TP checks of ``generated.<model>`` as one request to this run's TP pool (started by the first):
-    ``{"tp2": run_tp2's dict, "train-tp2": run_train_tp2's dict}``. The pool's answer is used only when it was
-    computed from the sources this process sees (`tp_results.sources_key`); a pool holding older code is stopped
-    and the request goes to a new one."""
+    ``{"tp2": run_tp2's dict, "train-tp2": run_train_tp2's dict}``."""
+    return pool_request(model, "both", timeout, extra_env)
+
+
+def pool_request(
+    model: str, mode: str = "both", timeout: float = 600, extra_env: Mapping[str, str] | None = None
+) -> dict:
+    """One request (`mode`: ``both``, or ``tp2`` for the check alone) to this run's TP pool. The answer is used
+    only when it was computed from the sources this process sees (`tp_results.sources_key`); a pool holding
+    other code or model files is stopped and the request goes to a new one."""
     from modbuild.tp.pool import PoolError, stop_tree, submit
     from modbuild.verify.profile import add_remote
     from modbuild.verify.tp_results import sources_key
@@ -63,7 +70,7 @@ def run_tp_checks(model: str, timeout: float = 600, extra_env: Mapping[str, str]
     key = sources_key(model)
     for _ in range(2):
         try:
-            answer = submit(WORKER, {"model": model, "mode": "both"}, _models_root(), timeout, env=extra_env)
+            answer = submit(WORKER, {"model": model, "mode": mode}, _models_root(), timeout, env=extra_env)
         except PoolError as exc:
             raise TPCheckError(f"TP checks of {model} failed in the pool: {exc}") from None
         add_remote(answer["seconds"])
