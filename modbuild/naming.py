@@ -74,14 +74,23 @@ class PrefixError(ValueError):
 
 
 def _camel_suffix(child: str, base: str) -> str:
-    """The longest common suffix of two class names that starts at a camel hump."""
+    """The longest common suffix of two class names that starts a word in both: at a camel hump, and not inside
+    an acronym (`ASTAttention(ViTAttention)` share `Attention`, not `TAttention`)."""
     n = 0
     while n < min(len(child), len(base)) and child[-1 - n] == base[-1 - n]:
         n += 1
-    suffix = child[len(child) - n :]
-    while suffix and not suffix[0].isupper():
-        suffix = suffix[1:]
-    return suffix
+    while n and not (_word_start(child, len(child) - n) and _word_start(base, len(base) - n)):
+        n -= 1
+    return child[len(child) - n :] if n else ""
+
+
+def _word_start(name: str, i: int) -> bool:
+    """A word may start at name[i]: an upper-case letter, but not the last letter of an acronym that a capitalised
+    word follows (`T` in `ASTAttention`). Inside other runs of capitals (`GPTMLP`) any letter may."""
+    if i == 0 or not name[i].isupper():
+        return i == 0
+    acronym_end = name[i - 1].isupper() and name[i + 1 : i + 2].isupper() and name[i + 2 : i + 3].islower()
+    return not acronym_end
 
 
 def _named_prefix(name: str, model: str | None) -> str | None:

@@ -56,6 +56,13 @@ def test_infer_prefixes_from_class_pairs():
     assert infer_camel_prefixes([("Qwen2MoeSparseMoeBlock", "Qwen2MLP")]) is None
 
 
+def test_an_acronym_prefix_keeps_its_last_capital():
+    # HF's audio_spectrogram_transformer: `ASTAttention(ViTAttention)` share "Attention", not "TAttention"
+    pairs = [("ASTAttention", "ViTAttention"), ("ASTLayer", "ViTLayer")]
+    assert infer_camel_prefixes(pairs, "audio_spectrogram_transformer", "vit") == ("AST", "ViT")
+    assert infer_camel_prefixes([("GPTMLP", "LlamaMLP")]) == ("GPT", "Llama")  # capitals on both sides: as before
+
+
 def test_conflicting_prefixes_are_an_error():
     with pytest.raises(PrefixError, match="ambiguous prefix"):
         infer_camel_prefixes([("Qwen2MLP", "LlamaMLP"), ("MistralNorm", "LlamaNorm")])

@@ -75,9 +75,11 @@ class ClassMerger:
             members = self._overlay(members, parent.members, {})
         inherited = {mem.key: mem for mem in members if mem.key}
         merged_members = self._overlay(members, child_members, inherited)
-        calls = _BaseCalls({_code(arg.value) for arg in child.bases})
+        # `Base.f(self, ...)` may name the flattened parent's bases too (`nn.Module.__init__(self)`), as in HF
+        inherited_bases = {_code(arg.value) for parent in parents for arg in parent.node.bases}
+        calls = _BaseCalls({_code(arg.value) for arg in child.bases}, inherited_bases)
         merged_members = [
-            Member(mem.key, mem.node.visit(calls), mem.deps) if _may_call_bases(mem, calls.bases) else mem
+            Member(mem.key, mem.node.visit(calls), mem.deps) if _may_call_bases(mem, calls.bases | calls.kept) else mem
             for mem in merged_members
         ]
         self._check_deleted_attrs(merged_members)
@@ -292,8 +294,8 @@ class _BaseCalls(cst.CSTTransformer):
     """HF's `Base.f(args)` / `Base().f(args)` (no `self`) for one of the class's bases: the next implementation
     up, skipping the parent's body, which is `super().f(args)` in the flattened class."""
 
-    def __init__(self, bases: set[str]):
-        self.bases, self.used = bases, set()
+    def __init__(self, bases: set[str], kept: set[str] = frozenset()):
+        self.bases, self.kept, self.used = bases, set(kept), set()
 
     def leave_Call(self, original: cst.Call, updated: cst.Call) -> cst.Call:
         func = updated.func
@@ -307,10 +309,11 @@ class _BaseCalls(cst.CSTTransformer):
             base = _code(owner)
         else:
             return updated
-        if base not in self.bases:
+        self_form = with_self and not isinstance(owner, cst.Call)
+        if base not in self.bases and not (self_form and base in self.kept):
             return updated
         args = updated.args
-        if with_self and not isinstance(owner, cst.Call):
+        if self_form:
             # `PreTrainedModel._init_weights(self, m)` for a base the class keeps (the flattened one with `self` is
             # the escape hatch, never merged): HF writes `super()._init_weights(m)`, and the base stays
             args = args[1:]

@@ -8,4 +8,5 @@ def run(module, model):
         "layer": (layer.config.hidden, hasattr(layer, "layer_idx")),
         "embed": (embed.table, embed.size),
         "head": getattr(module, f"{prefix}Head")().tag("?"),
+        "bag": dict(getattr(module, f"{prefix}Bag")(config)),
     }

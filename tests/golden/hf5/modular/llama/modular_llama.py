@@ -31,3 +31,8 @@ class LlamaEmbed:
 class LlamaHead:
     def tag(self, suffix):
         return "llama" + suffix
+
+
+class LlamaBag(dict):
+    def __init__(self, config):
+        super().__init__(size=config.hidden)

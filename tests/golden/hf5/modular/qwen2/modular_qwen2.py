@@ -2,7 +2,7 @@
 followed by assignments, and `Base.f(self, ...)` for a base the class keeps."""
 
 from generated.llama.configuration_llama import LlamaConfig
-from generated.llama.modeling_llama import LlamaEmbed, LlamaHead, LlamaLayer, LlamaMLP
+from generated.llama.modeling_llama import LlamaBag, LlamaEmbed, LlamaHead, LlamaLayer, LlamaMLP
 
 
 class Qwen2Config(LlamaConfig):
@@ -40,3 +40,8 @@ class Tagged:
 class Qwen2Head(LlamaHead, Tagged):
     def tag(self, suffix):
         return Tagged.tag(self, suffix) + "!"  # HF: `super().tag(suffix)` in the flattened class
+
+
+class Qwen2Bag(LlamaBag):
+    def __init__(self, config):
+        dict.__init__(self, kind="qwen2")  # a base of the parent's: `super().__init__(kind="qwen2")` (HF)
