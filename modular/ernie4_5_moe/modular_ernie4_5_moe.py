@@ -6,8 +6,8 @@
 Routing: softmax over the gate's float32 logits. The experts are chosen by the probabilities plus the gate-correction
 statistics (``moe_statics.e_score_correction_bias``, [1, experts]), used for the selection only: the weights are the
 uncorrected probabilities of the chosen experts, divided by their sum but by no less than ``moe_norm_min``. The
-statistics are a parameter, as in HF (``requires_grad=False`` there, ``stop_gradient`` here): in checkpoints, never
-trained by the loss. The aux loss is Mixtral's, over the uncorrected probabilities.
+statistics are a persistent buffer (HF: a Parameter with ``requires_grad=False``): in checkpoints and the state dict,
+never among the parameters an optimizer updates. The aux loss is Mixtral's, over the uncorrected probabilities.
 
 Tensor parallelism: the gate and the statistics are replicated (every rank routes alike); each routed expert and the
 shared experts are split like a dense MLP. No sequence parallelism: under it each rank would route its own tokens.
@@ -98,6 +98,11 @@ class Ernie4_5_MoeConfig(Ernie4_5Config):
         self.moe_norm_min = moe_norm_min
         self.output_router_logits = output_router_logits
         self.router_aux_loss_coef = router_aux_loss_coef
+        if moe_layer_interval < 1 or not 0 < moe_k <= moe_num_experts:
+            raise ValueError(
+                f"moe_layer_interval ({moe_layer_interval}) must be >= 1 and moe_k ({moe_k}) in 1..moe_num_experts"
+                f" ({moe_num_experts})"
+            )
         if self.use_bias and self.tie_word_embeddings:
             raise ValueError(
                 "use_bias=True with tie_word_embeddings=True is unsupported: HF's lm_head would then add a bias to"
@@ -120,10 +125,7 @@ class Ernie4_5_MoeStatics(nn.Layer):
 
     def __init__(self, config: Ernie4_5_MoeConfig):
         super().__init__()
-        self.e_score_correction_bias = self.create_parameter(
-            [1, config.moe_num_experts], default_initializer=nn.initializer.Constant(0.0)
-        )
-        self.e_score_correction_bias.stop_gradient = True
+        self.register_buffer("e_score_correction_bias", paddle.zeros([1, config.moe_num_experts]), persistable=True)
 
 
 class Ernie4_5_MoeSparseMoeBlock(nn.Layer):
