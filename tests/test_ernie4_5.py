@@ -14,14 +14,14 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from safetensors.numpy import load_file  # noqa: E402
-from test_new_decoders import mutated  # noqa: E402 - the shared "broken copy of a generated model" helper
+from safetensors.numpy import load_file
+from test_new_decoders import mutated  # the shared "broken copy of a generated model" helper
 
-from modbuild.models import from_pretrained  # noqa: E402
-from modbuild.verify import verify  # noqa: E402
-from modbuild.verify.hf_check import hf_model  # noqa: E402
-from modbuild.verify.specs import TINY, left_padded_batch, spec  # noqa: E402
-from modbuild.weights.cli import main as weights_main  # noqa: E402
+from modbuild.models import from_pretrained
+from modbuild.verify import verify
+from modbuild.verify.hf_check import hf_model
+from modbuild.verify.specs import TINY, left_padded_batch, spec
+from modbuild.weights.cli import main as weights_main
 
 MOE = "ernie4_5_moe"
 # HF's defaults, as the released checkpoints have them: no biases, tied embeddings (save_pretrained omits the tie key);
@@ -82,7 +82,9 @@ def test_router_aux_loss_matches_hf(tmp_path):
     only) and HF's total loss, LM loss + router_aux_loss_coef x aux."""
     net = hf_model(MOE, output_router_logits=True, router_aux_loss_coef=0.5)
     net.save_pretrained(tmp_path / "hf", safe_serialization=True)
-    assert weights_main(["hf2paddle", "--src", str(tmp_path / "hf"), "--dst", str(tmp_path / "pd"), "--no-progress"]) == 0
+    assert (
+        weights_main(["hf2paddle", "--src", str(tmp_path / "hf"), "--dst", str(tmp_path / "pd"), "--no-progress"]) == 0
+    )
     ours = from_pretrained(tmp_path / "pd", dtype="float32")
     batch = left_padded_batch(TINY["vocab_size"])
     with torch.no_grad():

@@ -114,10 +114,8 @@ class Ernie4_5_MoeConfig(Ernie4_5Config):
 
 def is_moe_layer(config: Ernie4_5_MoeConfig, layer_idx: int) -> bool:
     """HF's rule: every ``moe_layer_interval``-th layer from ``moe_layer_start_index`` to ``moe_layer_end_index``."""
-    return (
-        (layer_idx + 1) % config.moe_layer_interval == 0
-        and config.moe_layer_start_index <= layer_idx <= config.moe_layer_end_index
-    )
+    in_range = config.moe_layer_start_index <= layer_idx <= config.moe_layer_end_index
+    return in_range and (layer_idx + 1) % config.moe_layer_interval == 0
 
 
 class Ernie4_5_MoeStatics(nn.Layer):
