@@ -433,3 +433,20 @@ def test_an_import_from_a_file_the_conversion_replaces_is_an_error(tmp_path):
         f"{modular}:2: 'CsmDepthConfig' would be imported from configuration_csm.py, but the configuration_csm.py "
         "this conversion writes does not define it"
     )
+
+
+def test_a_name_a_parent_defines_too_comes_from_the_models_own_module_when_imported_from_it(tmp_path):
+    # HF 5.x (csm, dia, parakeet, ...): `from .configuration_csm import CsmConfig` names the hand-written config,
+    # although the parent's LlamaConfig renames to CsmConfig: no configuration_csm.py is written over it
+    from modbuild.layout import detect
+
+    modular = hf_tree(tmp_path, parent_config=True)
+    modular.write_text(modular.read_text().replace("import CsmDepthConfig", "import CsmConfig, CsmDepthConfig"))
+    (modular.parent / "configuration_csm.py").write_text(
+        "class CsmConfig:\n    size = 2\n\n\nclass CsmDepthConfig:\n    depth = 2\n"
+    )
+    outputs = convert_file(modular, detect(tmp_path / "models"))
+    assert list(outputs) == [tmp_path / "models/csm/modeling_csm.py"]
+    assert (
+        "from .configuration_csm import CsmConfig, CsmDepthConfig" in outputs[tmp_path / "models/csm/modeling_csm.py"]
+    )

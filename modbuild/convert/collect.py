@@ -376,6 +376,8 @@ class Namespace:
             return self.kept[name]
         if name in self.child_imports:
             return self.child_imports[name]
+        if name in self.siblings:  # the child names its own module explicitly (HF: kept as an import)
+            return self.siblings[name]
         if name in self.explicit:
             return self._parent_unit(*self.explicit[name])
         if name in self.aliases:
