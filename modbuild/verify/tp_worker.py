@@ -42,11 +42,12 @@ import importlib
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 if __name__ == "__main__":
-    # Run by path, sys.path[0] is this directory (modbuild/tp). The launcher's PYTHONPATH says where the models
+    # Run by path, sys.path[0] is this directory (modbuild/verify). The launcher's PYTHONPATH says where the models
     # and this checkout are; it comes before any installed copy.
     sys.path.pop(0)
     if "--pool-dir" in sys.argv:  # a pool rank: gone with the run that owns it, even while still importing paddle
@@ -294,77 +295,95 @@ def _global_norm(reference_shapes: dict[str, list[int]], group):
     return norm
 
 
-def train_worker(model_name: str, sequence_parallel: bool = True) -> dict:
-    """The train mode: `train_loop.train_paddle`'s 20 steps at TP=1 and at TP=2 (and TP=2 with sequence
-    parallelism), the same weights, data and optimizer; the TP optimizer is fleet's hybrid-parallel one, whose
-    global-norm clip sums the squared norms of split parameters over the model-parallel group."""
-    from paddle.distributed import fleet
-    from paddle.distributed.fleet.utils.sequence_parallel_utils import register_sequence_parallel_allreduce_hooks
+@dataclass
+class _Training:
+    """What every train-mode run of one model shares: the classes, the config, the data, the full weights."""
 
+    model_cls: type
+    kwargs: dict
+    cfg: object
+    data: list
+    full_state: dict
+    shapes: dict
+    hcg: object
+    reference: object  # the single-process model holding `full_state`
+
+
+def _training(model_name: str) -> _Training:
     from modbuild.verify.train_check import train_config_overrides
-    from modbuild.verify.train_loop import TrainConfig, batches, masked_max_rel, train_paddle, untrained_count
+    from modbuild.verify.train_loop import TrainConfig, batches
 
-    shim = gloo_shim.install()
     hcg = _init_fleet()
-    group = hcg.get_model_parallel_group()
     cfg = TrainConfig()
     model_cls = _model_class(model_name)
-    config_cls = model_cls.config_class
     kwargs = {**TINY, **spec(model_name).config, **train_config_overrides(model_name)}
-    data = batches(cfg, TINY["vocab_size"])
-
     paddle.seed(SEED)
-    reference = model_cls(config_cls(**kwargs))
+    reference = model_cls(model_cls.config_class(**kwargs))
     randomize(reference, norm_mean=spec(model_name).norm_mean)
     full_state = {name: tensor.numpy() for name, tensor in reference.state_dict().items()}
     shapes = {name: list(p.shape) for name, p in reference.named_parameters()}
-    ref_run = train_paddle(reference, data, cfg, loss_fn=_tp_loss(None, TINY["vocab_size"]))
+    data = batches(cfg, TINY["vocab_size"])
+    return _Training(model_cls, kwargs, cfg, data, full_state, shapes, hcg, reference)
 
-    cases = []
-    moe = "output_router_logits" in kwargs
+
+def _train_tp_case(t: _Training, sp: bool, ref_run) -> dict:
+    """20 steps at TP=2 (`sp`: with sequence parallelism), compared with `ref_run` (TP=1) where there is one."""
+    from paddle.distributed import fleet
+    from paddle.distributed.fleet.utils.sequence_parallel_utils import register_sequence_parallel_allreduce_hooks
+
+    from modbuild.verify.train_loop import masked_max_rel, train_paddle
+
+    group = t.hcg.get_model_parallel_group()
+    paddle.seed(SEED)
+    tp_config = t.model_cls.config_class(
+        **t.kwargs,
+        tensor_parallel_degree=TP_DEGREE,
+        tensor_parallel_rank=t.hcg.get_model_parallel_rank(),
+        sequence_parallel=sp,
+    )
+    model = t.model_cls(tp_config)
+    actions = t.model_cls.get_tensor_parallel_convert_actions(tp_config, list(t.full_state), is_split=True)
+    split = load_split(model, t.full_state, actions)
+    if sp:
+        register_sequence_parallel_allreduce_hooks(
+            model, accumulation_steps=t.cfg.accumulation, fuse_sequence_parallel_allreduce=False
+        )
+    loss_fn, norm_fn = _tp_loss(group, TINY["vocab_size"]), _global_norm(t.shapes, group)
+    run = train_paddle(
+        model, t.data, t.cfg, loss_fn=loss_fn, wrap_optimizer=fleet.distributed_optimizer, norm_fn=norm_fn
+    )
+    params = _full_params(model, t.shapes, group)  # collectives: on every rank
+    worst, params_max_rel = None, 0.0
+    for name, value in params.items() if ref_run is not None else ():
+        diff = masked_max_rel(value, ref_run.params[name], ref_run.comparable(name))
+        if worst is None or diff > params_max_rel:
+            worst, params_max_rel = name, diff
+    curves = run.curves()
+    return {"sequence_parallel": sp, "curves": curves, "params_max_rel": params_max_rel, "worst_param": worst,
+            "split_params": split, "seconds": run.seconds}  # fmt: skip
+
+
+def train_worker(model_name: str, sequence_parallel: bool = True) -> dict:
+    """The train mode: `train_loop.train_paddle`'s 20 steps at TP=1 and at TP=2 (and TP=2 with sequence
+    parallelism), the same weights, data and optimizer; the TP optimizer is fleet's hybrid-parallel one, whose
+    global-norm clip sums the squared norms of split parameters over the model-parallel group. Only rank 0
+    reports, so only rank 0 trains the TP=1 reference (rank 1 waits for it in the TP run's first collective,
+    which leaves its core to the other checks)."""
+    from modbuild.verify.train_loop import train_paddle, untrained_count
+
+    shim = gloo_shim.install()
+    t = _training(model_name)
+    ref_run = None
+    if dist.get_rank() == 0:
+        ref_run = train_paddle(t.reference, t.data, t.cfg, loss_fn=_tp_loss(None, TINY["vocab_size"]))
+    moe = "output_router_logits" in t.kwargs
     # A model may refuse sequence parallelism, saying why (DeepSeek-V3's config: `sequence_parallel_unsupported`).
-    no_sp = getattr(config_cls, "sequence_parallel_unsupported", "")
-    for sp in (False, True) if sequence_parallel and not moe and not no_sp else (False,):
-        paddle.seed(SEED)
-        tp_config = config_cls(
-            **kwargs,
-            tensor_parallel_degree=TP_DEGREE,
-            tensor_parallel_rank=hcg.get_model_parallel_rank(),
-            sequence_parallel=sp,
-        )
-        model = model_cls(tp_config)
-        actions = model_cls.get_tensor_parallel_convert_actions(tp_config, list(full_state), is_split=True)
-        split = load_split(model, full_state, actions)
-        if sp:
-            register_sequence_parallel_allreduce_hooks(
-                model, accumulation_steps=cfg.accumulation, fuse_sequence_parallel_allreduce=False
-            )
-        run = train_paddle(
-            model,
-            data,
-            cfg,
-            loss_fn=_tp_loss(group, TINY["vocab_size"]),
-            wrap_optimizer=fleet.distributed_optimizer,
-            norm_fn=_global_norm(shapes, group),
-        )
-        params = _full_params(model, shapes, group)
-        worst, params_max_rel = None, 0.0
-        for name, value in params.items():
-            diff = masked_max_rel(value, ref_run.params[name], ref_run.comparable(name))
-            if worst is None or diff > params_max_rel:
-                worst, params_max_rel = name, diff
-        cases.append(
-            {
-                "sequence_parallel": sp,
-                "curves": run.curves(),
-                "params_max_rel": params_max_rel,
-                "worst_param": worst,
-                "split_params": split,
-                "seconds": run.seconds,
-            }
-        )
-    result = {"model": model_name, "gloo_shim": shim, "reference": ref_run.curves(), "cases": cases}
-    result["untrained"] = untrained_count(ref_run)
+    no_sp = getattr(t.model_cls.config_class, "sequence_parallel_unsupported", "")
+    modes = (False, True) if sequence_parallel and not moe and not no_sp else (False,)
+    cases = [_train_tp_case(t, sp, ref_run) for sp in modes]
+    result = {"model": model_name, "gloo_shim": shim, "cases": cases}
+    if ref_run is not None:
+        result["reference"], result["untrained"] = ref_run.curves(), untrained_count(ref_run)
     if moe:
         result["sp_skipped"] = (
             "under SP a rank's router logits cover only its slice of the tokens; the aux loss would need a gather"
