@@ -450,3 +450,19 @@ def test_a_name_a_parent_defines_too_comes_from_the_models_own_module_when_impor
     assert (
         "from .configuration_csm import CsmConfig, CsmDepthConfig" in outputs[tmp_path / "models/csm/modeling_csm.py"]
     )
+
+
+def test_a_name_the_child_never_binds_after_super_is_the_parents_local(tmp_path):
+    # HF 5.x (videoprism): code after super().__init__() reads the parent's local (noqa: F821 in the modular
+    # file); only a local of the child's own that the parent's body would overwrite is an error
+    from modbuild.convert.source import ModularWarning
+
+    parent = "class LlamaLayer:\n    def __init__(self, config):\n        factor = 2\n        self.width = config * factor\n"
+    child = (
+        HEADER + "    def __init__(self, config):\n        super().__init__(config)\n        self.twice = factor * 2\n"
+    )
+    with pytest.warns(ModularWarning, match=r"\['factor'\] is the parent's local"):
+        text = convert(tmp_path, child, parent)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
+    namespace: dict = {}
+    exec(text, namespace)  # noqa: S102
+    assert (namespace["Qwen2Layer"](3).width, namespace["Qwen2Layer"](3).twice) == (6, 4)

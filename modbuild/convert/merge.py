@@ -224,6 +224,9 @@ class ClassMerger:
                 del out[index]
                 unbound[local] = stmt
                 continue
+            if not from_parent and (index := _nested_assignment(stmt, out)) is not None:
+                del out[index]  # `del self.a.b`: HF removes the parent's `self.a.b = ...` (Python: the same end state)
+                continue
             attr = _self_attr(stmt, cst.Del) if not from_parent else None
             if attr is not None:
                 if (index := _last_assignment(out, attr)) is not None:
@@ -424,6 +427,22 @@ def _deleted_local(stmt: cst.BaseStatement) -> str | None:
     """`x` for `del x`."""
     inner = single(stmt)
     return inner.target.value if isinstance(inner, cst.Del) and isinstance(inner.target, cst.Name) else None
+
+
+def _nested_assignment(stmt: cst.BaseStatement, body: list[tuple[cst.BaseStatement, bool]]) -> int | None:
+    """For `del self.a.b`: the inlined parent statement that last assigned `self.a.b`."""
+    inner = single(stmt)
+    if not (isinstance(inner, cst.Del) and isinstance(inner.target, cst.Attribute)):
+        return None
+    if not isinstance(inner.target.value, cst.Attribute):
+        return None  # `del self.x` has its own rule
+    code = _code(inner.target)
+    for index in range(len(body) - 1, -1, -1):
+        node, from_parent = body[index]
+        assign = single(node)
+        if from_parent and isinstance(assign, cst.Assign) and [_code(t.target) for t in assign.targets] == [code]:
+            return index
+    return None
 
 
 def _last_local_assignment(body: list[tuple[cst.BaseStatement, bool]], name: str) -> int | None:

@@ -308,9 +308,13 @@ def inline(
             target = _fresh(f"super_{param}", parent_names.read | parent_names.stored | visible | after.read)
             renames[param] = cst.Name(target)
         prelude.append(cst.SimpleStatementLine([cst.Assign([cst.AssignTarget(cst.Name(target))], value)]))
-    clobbered = (parent_names.stored - set(binding.values)) & needed - {"self", "cls"}
+    parent_locals = parent_names.stored - set(binding.values) - {"self", "cls", "_"}  # `_`: a throwaway
+    clobbered = parent_locals & visible & after.read
     if clobbered:
         raise err(f"inlining super().{name}(...) would overwrite the child's local(s) {sorted(clobbered)}")
+    borrowed = parent_locals & (after.read - after.stored)
+    if borrowed:  # a name the child never binds: HF's reading is the parent's local of that name
+        warn(f"after super().{name}(...), {sorted(borrowed)} is the parent's local (HF's meaning), not a global")
     if renames:
         body = [s.visit(_Substitute(renames)) for s in body]
     return prelude + body, binding

@@ -14,6 +14,7 @@ class LlamaLayer:
         self.config = config
         self.layer_idx = layer_idx
         self.mlp = LlamaMLP(config)
+        self.mlp.extra = config.hidden + 1
 
     def grid(self, height, width):
         rows = height // 2

@@ -19,6 +19,7 @@ class Qwen2Layer(LlamaLayer):
     def __init__(self, config):
         super().__init__(config)  # leaves out layer_idx, which the removed line was the only one to read
         del self.layer_idx
+        del self.mlp.extra  # removes the parent's `self.mlp.extra = ...`
 
     def grid(self, height, width):
         super().grid(height, width)
