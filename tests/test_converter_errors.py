@@ -466,3 +466,13 @@ def test_a_name_the_child_never_binds_after_super_is_the_parents_local(tmp_path)
     namespace: dict = {}
     exec(text, namespace)  # noqa: S102
     assert (namespace["Qwen2Layer"](3).width, namespace["Qwen2Layer"](3).twice) == (6, 4)
+
+
+def test_super_kwargs_in_the_signature_alone_adopts_the_parents(tmp_path):
+    # HF 5.x (emu3): `def forward(**super_kwargs): super().forward()` is the parent's forward, signature and all
+    child = HEADER + "    def forward(**super_kwargs):\n        super().forward()\n"
+    text = convert(tmp_path, child)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
+    assert "def forward(self, x):" in text
+    namespace: dict = {}
+    exec(text, namespace)  # noqa: S102
+    assert namespace["Qwen2Layer"](None, scale=2.0).forward(3) == 6.0

@@ -216,6 +216,8 @@ def _bind(
             extra_pos.append(arg)
         else:
             raise _Unfit(f"{len(call.args)} positional arguments for {len(positional)} ({_sig(parent)})")
+    if child_kw == SUPER_KWARGS:  # the signature marker alone means the parent's signature (HF: emu3's
+        out.adopt_signature = True  # `def forward(**super_kwargs): super().forward()`)
     if extra_pos:
         out.values[star] = cst.Tuple([cst.Element(a.value) for a in extra_pos])
     if out.adopt_signature and star_kw and mappings:
