@@ -139,11 +139,15 @@ def infer_camel_prefixes(
     return ranked[0][0]
 
 
-def _pick(votes: Counter[str], what: str) -> str | None:
-    """The most voted prefix; a tie prefers the spelling with more camel humps (`PaliGemma` over `Paligemma`)."""
+def _pick(votes: Counter[str], what: str, hints: set[str] = frozenset()) -> str | None:
+    """The most voted prefix; a tie prefers the spelling with more camel humps (`PaliGemma` over `Paligemma`),
+    else the one hint names (the prefix of the parent's `<Prefix>Config`, HF's own source of a model's name)."""
     if not votes:
         return None
     ranked = sorted(votes.items(), key=lambda kv: (-kv[1], -sum(c.isupper() for c in kv[0]), kv[0]))
+    tied = [name for name, count in ranked if count == ranked[0][1]]
+    if len(tied) > 1 and len(hinted := [name for name in tied if name in hints]) == 1:
+        return hinted[0]
     if len(ranked) > 1 and ranked[0][1] == ranked[1][1] and ranked[0][0].lower() != ranked[1][0].lower():
         raise PrefixError(
             f"ambiguous prefix: class names suggest {what} {ranked[0][0]} and {ranked[1][0]} equally often"
@@ -177,8 +181,9 @@ def infer_prefixes(
                 suffix = name[len(child) :]
                 if base.endswith(suffix) and len(base) > len(suffix):
                     votes[base[: -len(suffix)]] += 1
+        hints = {base[: -len("Config")] for _, base in found if base.endswith("Config") and len(base) > 6}
         try:
-            parents[parent] = _pick(own, f"for '{parent}'") or _pick(votes, f"for '{parent}'")
+            parents[parent] = _pick(own, f"for '{parent}'") or _pick(votes, f"for '{parent}'", hints)
         except PrefixError as exc:
             raise PrefixError(f"{exc} (parent '{parent}')") from None
     return child, parents

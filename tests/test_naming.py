@@ -87,3 +87,16 @@ def test_infer_prefixes_across_parents():
     # two spellings of one name: the one with more humps
     pairs = {"paligemma": [("Gemma3Model", "PaliGemmaModel"), ("Gemma3Output", "PaligemmaOutput")]}
     assert infer_prefixes(pairs, "gemma3") == ("Gemma3", {"paligemma": "PaliGemma"})
+
+
+def test_a_parent_prefix_tie_goes_to_the_parents_config_name():
+    # HF's hunyuan_vl: its classes vote HunYuan and HunYuanDenseV1 equally; the parent's config class names it
+    from modbuild.naming import infer_prefixes
+
+    pairs = [
+        ("HunYuanVLTextConfig", "HunYuanDenseV1Config"),
+        ("HunYuanVLRotaryEmbedding", "HunYuanDenseV1RotaryEmbedding"),
+        ("HunYuanVLDenseV1Attention", "HunYuanDenseV1Attention"),
+    ]
+    child, parents = infer_prefixes({"hunyuan_v1_dense": pairs}, "hunyuan_vl")
+    assert (child, parents["hunyuan_v1_dense"]) == ("HunYuanVL", "HunYuanDenseV1")
