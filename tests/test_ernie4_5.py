@@ -65,6 +65,21 @@ def test_hf_saved_checkpoint_converts_both_ways_bit_exact(tmp_path, model):
     assert len(statistics) == (2 if model == MOE else 0)
 
 
+def test_multi_token_prediction_weights_are_skipped_as_hf_skips_them(tmp_path, capsys):
+    """A released MoE checkpoint also holds MTP weights (`model.mtp_*`), which HF's model ignores on load: the
+    converter skips them, saying so, and converts the rest."""
+    from safetensors.numpy import save_file
+
+    _hf_checkpoint(tmp_path, MOE)
+    tensors = load_file(tmp_path / "hf" / "model.safetensors")
+    extra = {"model.mtp_linear_proj.0.weight": np.ones((64, 128), "float32")}
+    save_file({**tensors, **extra}, str(tmp_path / "hf" / "model.safetensors"), metadata={"format": "pt"})
+    src, dst = str(tmp_path / "hf"), str(tmp_path / "pd")
+    assert weights_main(["hf2paddle", "--src", src, "--dst", dst, "--no-progress"]) == 0
+    assert "model.mtp_linear_proj.0.weight: ERNIE 4.5's multi-token-prediction weights" in capsys.readouterr().err
+    assert set(load_file(tmp_path / "pd" / "model.safetensors")).isdisjoint(extra)
+
+
 def test_statistics_are_a_checkpoint_buffer_never_trained():
     """A persistent buffer (HF: a Parameter with requires_grad=False): in the state dict, not among the parameters,
     so no optimizer or loss touches it."""

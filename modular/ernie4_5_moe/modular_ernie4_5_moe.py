@@ -170,6 +170,11 @@ class Ernie4_5_MoeMLP(Ernie4_5MLP):
 
 
 class Ernie4_5_MoePretrainedModel(Ernie4_5PretrainedModel):
+    _checkpoint_skips: ClassVar[dict[str, str]] = {
+        r"(^|\.)rotary_emb\.inv_freq$": "a buffer older HF checkpoints carry; recomputed from the config",
+        r"(^|\.)mtp": "ERNIE 4.5's multi-token-prediction weights, which HF's model does not load either",
+    }
+
     @classmethod
     def _layer_param_actions(cls, config: Ernie4_5_MoeConfig, layer_idx: int) -> dict[str, str | None]:
         actions = super()._layer_param_actions(config, layer_idx)
