@@ -28,6 +28,7 @@ KINDS = (
     "processing",
     "image_processing",
     "image_processing_fast",
+    "image_processing_pil",
     "video_processing",
     "feature_extraction",
     "modeling",
@@ -44,6 +45,8 @@ _CLASS_SUFFIXES = {
     "AudioKwargs": "processing",
     "ImageProcessor": "image_processing",
     "ImageProcessorFast": "image_processing_fast",
+    "ImageProcessorPil": "image_processing_pil",  # HF 5.x: image_processing_pil_<m>.py
+    "ImageProcessorKwargs": "image_processing",  # HF 5.x: beside the image processor that reads them
     "FastImageProcessorKwargs": "image_processing_fast",
     "VideoProcessor": "video_processing",
     "VideoProcessorInitKwargs": "video_processing",

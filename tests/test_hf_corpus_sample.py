@@ -79,3 +79,33 @@ def test_definitions_equal_hf_output(converted, model):
         status = compare(expected.read_text(), produced)
         bad = {name: s for name, s in status.items() if s in ("differs", "missing")}
         assert not bad, f"{model}/{expected.name}: {bad}"
+
+
+def test_hf5_image_processor_kinds(tmp_path):
+    """transformers 5.x: `XImageProcessorPil` goes to image_processing_pil_<m>.py, `XImageProcessorKwargs` beside the
+    image processor; a modular file that defines only those writes only those two files (not a modeling file)."""
+    from modbuild.convert import convert_file
+    from modbuild.layout import detect, kind_of_class
+
+    assert kind_of_class("DetrImageProcessorPil") == "image_processing_pil"
+    assert kind_of_class("DetrImageProcessorKwargs") == "image_processing"
+    models = tmp_path / "models"
+    (models / "detr").mkdir(parents=True)
+    (models / "gdino").mkdir()
+    (models / "detr" / "image_processing_detr.py").write_text(
+        "class DetrImageProcessorKwargs(dict):\n    pass\n\n\n"
+        "class DetrImageProcessor:\n    valid_kwargs = DetrImageProcessorKwargs\n"
+    )
+    (models / "detr" / "image_processing_pil_detr.py").write_text("class DetrImageProcessorPil:\n    size = 1\n")
+    modular = models / "gdino" / "modular_gdino.py"
+    modular.write_text(
+        "from ..detr.image_processing_detr import DetrImageProcessor, DetrImageProcessorKwargs\n"
+        "from ..detr.image_processing_pil_detr import DetrImageProcessorPil\n\n\n"
+        "def _scale(x):\n    return 2 * x\n\n\n"
+        "class GdinoImageProcessorKwargs(DetrImageProcessorKwargs):\n    pass\n\n\n"
+        "class GdinoImageProcessor(DetrImageProcessor):\n    pass\n\n\n"
+        "class GdinoImageProcessorPil(DetrImageProcessorPil):\n    size = _scale(2)\n"
+    )
+    outputs = convert_file(modular, detect(models))
+    assert sorted(p.name for p in outputs) == ["image_processing_gdino.py", "image_processing_pil_gdino.py"]
+    assert "class GdinoImageProcessorKwargs" in outputs[models / "gdino" / "image_processing_gdino.py"]
