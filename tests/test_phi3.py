@@ -26,7 +26,7 @@ from modbuild.verify.hf_check import hf_model, load_converted
 from modbuild.verify.paddle_run import greedy
 from modbuild.verify.specs import TINY, generated, left_padded_batch, spec
 from modbuild.weights.cli import main as weights_main
-from tests.test_gemma2_3 import logits_of, mutated
+from test_gemma2_3 import logits_of, mutated
 
 ROOT = Path(__file__).resolve().parents[1]
 
