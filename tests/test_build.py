@@ -380,7 +380,10 @@ time.sleep(float(sys.argv[2]))
 def test_second_run_waits_for_the_first(built):
     holder = subprocess.Popen(
         # held long enough for doit to start and ask for the lock on a loaded machine (1 s was flaky there)
-        [sys.executable, "-c", HOLD_LOCK, str(built), "4.0"], stdout=subprocess.PIPE, text=True, env=doit_env()
+        [sys.executable, "-c", HOLD_LOCK, str(built), "4.0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=doit_env(),
     )
     try:
         assert holder.stdout.readline() == "held\n"
