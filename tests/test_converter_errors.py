@@ -476,3 +476,25 @@ def test_super_kwargs_in_the_signature_alone_adopts_the_parents(tmp_path):
     namespace: dict = {}
     exec(text, namespace)  # noqa: S102
     assert namespace["Qwen2Layer"](None, scale=2.0).forward(3) == 6.0
+
+
+def test_a_name_imported_from_the_file_the_conversion_generates_is_the_parents(tmp_path):
+    # HF 5.x glm4: `from .modeling_glm4 import Glm4RMSNorm` names the renamed parent's class in the file that HF
+    # generates from this modular file; it is not an import of the output from itself
+    from modbuild.layout import detect
+
+    modular = hf_tree(tmp_path, parent_config=False)
+    (modular.parent.parent / "llama" / "modeling_llama.py").write_text(
+        "class LlamaNorm:\n    eps = 1\n\n\nclass LlamaModel:\n    def __init__(self, config):\n"
+        "        self.norm = LlamaNorm()\n"
+    )
+    (modular.parent / "modeling_csm.py").write_text(
+        "# This file was automatically generated from src/transformers/models/csm/modular_csm.py.\nclass CsmNorm:\n"
+        "    eps = 1\n"
+    )
+    modular.write_text(
+        "from ..llama.modeling_llama import LlamaModel\nfrom .modeling_csm import CsmNorm\n\n\n"
+        "class CsmModel(LlamaModel):\n    def norm_of(self):\n        return CsmNorm()\n"
+    )
+    text = convert_file(modular, detect(tmp_path / "models"))[tmp_path / "models/csm/modeling_csm.py"]
+    assert "class CsmNorm" in text and "from .modeling_csm" not in text
