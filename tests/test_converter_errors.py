@@ -498,3 +498,18 @@ def test_a_name_imported_from_the_file_the_conversion_generates_is_the_parents(t
     )
     text = convert_file(modular, detect(tmp_path / "models"))[tmp_path / "models/csm/modeling_csm.py"]
     assert "class CsmNorm" in text and "from .modeling_csm" not in text
+
+
+def test_an_assigned_super_call_whose_parent_returns_early_is_kept_as_a_call(tmp_path):
+    # HF 5.x gemma4: `model_inputs = super().prepare_inputs_for_generation(...)` over a parent that returns in two
+    # places: not inlined (was an error), kept as the call HF keeps, with a warning
+    from modbuild.convert.source import ModularWarning
+
+    parent = (
+        "class LlamaBase:\n    def forward(self, x):\n        return x + 100\n\n\n"
+        "class LlamaLayer(LlamaBase):\n    def forward(self, x):\n        if x:\n            return x\n        return 0\n"
+    )
+    child = HEADER + "    def forward(self, x):\n        out = super().forward(x)\n        return out * 2\n"
+    with pytest.warns(ModularWarning, match="is not inlined; the call stays"):
+        text = convert(tmp_path, child, parent)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
+    assert "out = super().forward(x)" in text

@@ -183,7 +183,15 @@ class ClassMerger:
                 body.append((stmt, False))
                 continue
             at = origin.get(id(stmt), stmt)
-            inlined, binding = supercall.inline(stmt, found, target.node, fn, self.error(at), self.warn(at))
+            try:
+                inlined, binding = supercall.inline(stmt, found, target.node, fn, self.error(at), self.warn(at))
+            except supercall.KeepCall:
+                self.warn(at)(
+                    f"`x = super().{target.node.name.value}(...)`: the parent's body does not return once, at its "
+                    "end, so it is not inlined; the call stays, reaching the flattened class's bases (as HF keeps it)"
+                )
+                body.append((stmt, False))
+                continue
             if binding.adopt_signature:
                 fn = fn.with_changes(params=supercall.adopt_signature(fn, target.node, self.error(fn)))
             deps |= target.deps

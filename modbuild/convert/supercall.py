@@ -156,6 +156,10 @@ def bind(
         return _hf_binding(parent, child)
 
 
+class KeepCall(Exception):
+    """`x = super().f(...)` that cannot be inlined: kept as a call, as HF keeps every such assignment."""
+
+
 class _Unfit(Exception):
     """Arguments that Python could not bind to the parent's parameters."""
 
@@ -289,9 +293,8 @@ def inline(
             binding.consumed = len(rest)
         # HF's meaning of a closing bare call: the parent's body, returning as the parent does (Python: None)
         warn(f"super().{name}(...) ends the method: it returns what the parent's {name} returns, as HF reads it")
-    if found.form == "assign":
-        message = f"`x = super().{name}(...)` needs a parent body that returns once, at its end"
-        body = _return_as_assignment(body, found.target, lambda: err(message))
+    if found.form == "assign":  # a parent body that does not return once, at its end, cannot be inlined here
+        body = _return_as_assignment(body, found.target, lambda: KeepCall(name))
     before, after = _split_at(child, stmt, binding.consumed)
     visible = before.stored | {p.name.value for p in _all_params(child.params)}
     needed = (visible & after.read) | (after.read - after.stored)
