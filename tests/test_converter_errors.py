@@ -513,3 +513,29 @@ def test_an_assigned_super_call_whose_parent_returns_early_is_kept_as_a_call(tmp
     with pytest.warns(ModularWarning, match="is not inlined; the call stays"):
         text = convert(tmp_path, child, parent)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
     assert "out = super().forward(x)" in text
+
+
+def test_a_kind_the_modular_file_defines_no_class_of_is_imported_from_its_hand_written_module(tmp_path):
+    # HF 5.x audioflamingo3: a parent's config class (renamed CsmConfig) is imported from the hand-written
+    # configuration_csm.py that defines it, as HF's generated code does; no configuration file is written over it
+    from modbuild.layout import detect
+
+    modular = hf_tree(tmp_path, parent_config=True)
+    modular.write_text(modular.read_text().replace("from .configuration_csm import CsmDepthConfig\n", ""))
+    modular.write_text(modular.read_text().replace("config: CsmDepthConfig", "config"))
+    (modular.parent / "configuration_csm.py").write_text("class CsmConfig:\n    size = 2\n")
+    outputs = convert_file(modular, detect(tmp_path / "models"))
+    assert list(outputs) == [tmp_path / "models/csm/modeling_csm.py"]
+    assert "from .configuration_csm import CsmConfig" in outputs[tmp_path / "models/csm/modeling_csm.py"]
+
+
+def test_the_parents_signature_annotations_are_no_dependency_of_an_override(tmp_path):
+    # HF 5.x blt: the child's `def __init__(self, config: BltConfig)` inlines MllamaTextSelfAttention's body;
+    # the parent's `config: MllamaTextConfig` annotation is not pulled in (it made a configuration file)
+    parent = (
+        "class LlamaTextConfig:\n    pass\n\n\n"
+        "class LlamaLayer:\n    def __init__(self, config: LlamaTextConfig):\n        self.config = config\n"
+    )
+    child = HEADER + "    def __init__(self, config: int):\n        super().__init__(config)\n"
+    text = convert(tmp_path, child, parent)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
+    assert "TextConfig" not in text

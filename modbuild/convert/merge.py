@@ -194,7 +194,8 @@ class ClassMerger:
                 continue
             if binding.adopt_signature:
                 fn = fn.with_changes(params=supercall.adopt_signature(fn, target.node, self.error(fn)))
-            deps |= target.deps
+            # the parent's signature stays out unless adopted: its annotations (`config: MllamaTextConfig`) are no deps
+            deps |= target.deps if binding.adopt_signature else target.deps & _all_names(inlined)
             body += [(s, True) for s in inlined]
             unbound |= dict.fromkeys(binding.unbound, at)
             skip = binding.consumed
@@ -398,6 +399,14 @@ class _AllNames(cst.CSTVisitor):
         if isinstance(node, cst.BaseExpression) and not isinstance(node, _PURE):
             self.pure = False
         return super().on_visit(node)
+
+
+def _all_names(nodes: list[cst.CSTNode]) -> set[str]:
+    """Every name in the nodes, nested functions included."""
+    found = _AllNames()
+    for node in nodes:
+        node.visit(found)
+    return found.names
 
 
 def _drop_dead_locals(body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[cst.BaseStatement, bool]]:
