@@ -539,3 +539,17 @@ def test_the_parents_signature_annotations_are_no_dependency_of_an_override(tmp_
     child = HEADER + "    def __init__(self, config: int):\n        super().__init__(config)\n"
     text = convert(tmp_path, child, parent)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
     assert "TextConfig" not in text
+
+
+def test_a_super_call_inside_a_block_is_kept_as_a_call(tmp_path):
+    # HF 5.x tipsv2: `if ...: super().__init__(config) else: super().__init__(config)` stays as written (HF keeps
+    # calls it does not find at the top of the method), with a warning; it was an error
+    from modbuild.convert.source import ModularWarning
+
+    child = HEADER + (
+        "    def forward(self, x):\n        if x:\n            y = super().forward(x)\n        else:\n"
+        "            y = 0\n        return y\n"
+    )
+    with pytest.warns(ModularWarning, match="inside a block is not inlined"):
+        text = convert(tmp_path, child)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
+    assert "y = super().forward(x)" in text

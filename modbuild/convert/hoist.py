@@ -82,13 +82,20 @@ def hoist(
     methods: set[str],
     taken: set[str],
     error: Callable[[str], ConvertError],
+    keep: Callable[[str], None] | None = None,
 ) -> list[cst.BaseStatement]:
-    """`stmt` preceded by one `super_<f> = super().<f>(...)` per nested call of an inherited method."""
+    """`stmt` preceded by one `super_<f> = super().<f>(...)` per nested call of an inherited method.
+
+    With `keep`, a call inside a block (HF leaves those as they are: they reach the flattened class's bases) is
+    kept and `keep` told why, instead of an error."""
     calls = [c for c in find_all(stmt, is_super_call) if super_method(c) in methods]
     if not calls:
         return [stmt]
     if isinstance(stmt, (cst.While, cst.With, cst.Try, cst.FunctionDef, cst.ClassDef)) or len(calls) > 1:
         name = super_method(calls[0])
+        if keep is not None and isinstance(stmt, cst.BaseCompoundStatement):
+            keep(f"super().{name}(...) inside a block is not inlined; the call stays, as HF keeps it")
+            return [stmt]
         raise error(f"super().{name}(...) here cannot be flattened: assign it to a local first")
     (call,) = calls
     name = super_method(call)
@@ -98,6 +105,9 @@ def hoist(
             getattr(parent, "test", None),
             getattr(parent, "iter", None),
         ):
+            if keep is not None:
+                keep(f"super().{name}(...) inside a block is not inlined; the call stays, as HF keeps it")
+                return [stmt]
             raise error(f"super().{name}(...) inside a block cannot be flattened: assign it before the block")
         outer = chain[index - 1] if index else None
         if (why := _unsafe(parent, child, outer)) is not None:

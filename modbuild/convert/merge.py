@@ -275,7 +275,7 @@ class ClassMerger:
             if supercall.statement_call(stmt) is not None:
                 body.append(stmt)
                 continue
-            for new in hoist(stmt, methods, taken, self.error(stmt)):
+            for new in hoist(stmt, methods, taken, self.error(stmt), self.warn(stmt)):
                 origin[id(new)] = stmt
                 body.append(new)
         return fn.with_changes(body=fn.body.with_changes(body=body)), origin
