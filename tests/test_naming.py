@@ -100,3 +100,15 @@ def test_a_parent_prefix_tie_goes_to_the_parents_config_name():
     ]
     child, parents = infer_prefixes({"hunyuan_v1_dense": pairs}, "hunyuan_vl")
     assert (child, parents["hunyuan_v1_dense"]) == ("HunYuanVL", "HunYuanDenseV1")
+
+
+def test_a_class_prefix_spelled_in_another_order_than_the_model_is_renamed():
+    # HF's hunyuan_v1_dense spells its classes HunYuanDenseV1...: renaming must not skip code that lacks
+    # the letters of "hunyuan_v1_dense" in that order
+    import libcst as cst
+
+    from modbuild.convert.rename import rename_node
+
+    renamer = Renamer(Prefix("hunyuan_v1_dense", "HunYuanDenseV1"), Prefix("hunyuan_v1_moe", "HunYuanMoEV1"))
+    node = cst.parse_statement("def f(config: HunYuanDenseV1Config):\n    return config\n")
+    assert "HunYuanMoEV1Config" in cst.Module([rename_node(node, renamer)]).code

@@ -103,8 +103,11 @@ def rename_node(
 def _visit(node: cst.CSTNode, renamer: Renamer, keep: Collection[str], text: str | None = None) -> cst.CSTNode:
     if text is None:
         text = cst.Module([]).code_for_node(node)
-    if renamer.old.lower.replace("_", "") not in text.lower().replace("_", ""):
-        return node  # every spelling of the prefix contains its lowercase letters
+    flat = text.lower().replace("_", "")
+    spellings = {renamer.old.lower.replace("_", ""), renamer.old.camel.lower().replace("_", "")}
+    if not any(spelling in flat for spelling in spellings):
+        return node  # every spelling contains the model's or the class prefix's letters (`HunYuanDenseV1` for
+        # hunyuan_v1_dense: not in the model's order)
     return node.visit(_Rename(renamer.identifier, renamer.string, keep, renamer.identifier))
 
 
