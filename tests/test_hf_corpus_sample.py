@@ -4,6 +4,7 @@ docstrings ignored). The whole corpus is measured by `bench/hf_corpus.py`; this 
 """
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -109,3 +110,25 @@ def test_hf5_image_processor_kinds(tmp_path):
     outputs = convert_file(modular, detect(models))
     assert sorted(p.name for p in outputs) == ["image_processing_gdino.py", "image_processing_pil_gdino.py"]
     assert "class GdinoImageProcessorKwargs" in outputs[models / "gdino" / "image_processing_gdino.py"]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("HF_CORPUS_TREE"),
+    reason="opt-in (minutes): HF_CORPUS_TREE=<unpacked transformers wheel, e.g. 5.24.0> runs the whole corpus",
+)
+def test_a_whole_corpus_converts_without_a_traceback(tmp_path):
+    """`pip download transformers==5.24.0 --no-deps` unpacked: one `modbuild convert -j 2` over every modular file
+    prints no traceback (a converter bug is a `path:line: internal error` of its model) and ends with a summary."""
+    source = Path(os.environ["HF_CORPUS_TREE"])
+    package = next(p for p in (source, source / "transformers") if (p / "models").is_dir())
+    shutil.copytree(package, tmp_path / "transformers", ignore=shutil.ignore_patterns("__pycache__"))
+    models = tmp_path / "transformers" / "models"
+    result = subprocess.run(
+        [sys.executable, "-m", "modbuild.cli", "convert", str(models), "--force", "-j", "2"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,  # failed models are results; a traceback is the failure
+    )
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "modbuild convert:" in result.stdout and "converted" in result.stdout.splitlines()[-1]
