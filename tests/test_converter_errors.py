@@ -282,9 +282,14 @@ def test_a_self_import_is_a_graph_error_of_that_model(tmp_path):
         discover(tmp_path / "modular")  # strict: the whole graph is refused (`doit` then says so in one line)
 
 
-def test_a_class_defined_twice_is_an_error(tmp_path):
+def test_a_class_defined_twice_keeps_the_last_with_a_warning(tmp_path):
+    # Python's and HF's meaning (HF 5.x got_ocr2 redefines GotOcr2PreTrainedModel); it was an error (issue 19)
+    from modbuild.convert.source import ModularWarning
+
     child = HEADER + "    pass\n\n\nclass Qwen2Layer(LlamaLayer):\n    scale = 2\n"
-    expect_error(tmp_path, child, 8, "class 'Qwen2Layer' is defined twice (lines 4 and 8)")
+    with pytest.warns(ModularWarning, match=r"class 'Qwen2Layer' is defined twice \(lines 4 and 8\)"):
+        text = convert(tmp_path, child)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
+    assert text.count("class Qwen2Layer") == 1 and "scale = 2" in text
 
 
 def test_overloads_are_not_defined_twice(tmp_path):

@@ -10,6 +10,7 @@ import ast
 import builtins
 import re
 import symtable
+import warnings
 from collections.abc import Iterable
 
 import libcst as cst
@@ -17,7 +18,7 @@ from libcst.helpers import get_full_name_for_node
 
 from modbuild.convert.nodes import is_docstring, is_name, single
 from modbuild.convert.scopes import outer_names
-from modbuild.convert.source import ConvertError, SourceModule
+from modbuild.convert.source import ConvertError, ModularWarning, SourceModule
 from modbuild.layout import Layout
 
 # Names every module (or class body) has without binding them.
@@ -67,9 +68,11 @@ def check_child(child: SourceModule, layout: Layout, model: str) -> None:
 
 
 def _check_twice(child: SourceModule) -> None:
-    """A class (or function) defined twice: Python keeps the last, a flattened file would have both."""
+    """A class defined twice: Python keeps the last, and so does HF's converter (HF 5.x got_ocr2 redefines its
+    PreTrainedModel): the earlier one is dropped, with a warning. A function defined twice is an error."""
     first: dict[str, int] = {}
-    for unit in child.units:
+    earlier: dict[str, object] = {}
+    for unit in list(child.units):
         node = unit.node
         if not isinstance(node, (cst.ClassDef, cst.FunctionDef)):
             continue
@@ -79,14 +82,23 @@ def _check_twice(child: SourceModule) -> None:
         ):
             continue  # typing.overload: defined several times on purpose
         name = node.name.value
-        if name in first:
+        if name in first and isinstance(node, cst.ClassDef):
+            warnings.warn_explicit(
+                f"class '{name}' is defined twice (lines {first[name]} and {unit.line}): the last one is kept, as "
+                "Python and HF keep it",
+                ModularWarning,
+                str(child.path),
+                unit.line,
+            )
+            child.units.remove(earlier[name])
+        elif name in first:
             what = "class" if isinstance(node, cst.ClassDef) else "function"
             raise ConvertError(
                 child.path,
                 unit.line,
                 f"{what} '{name}' is defined twice (lines {first[name]} and {unit.line}); keep one definition",
             )
-        first[name] = unit.line
+        first[name], earlier[name] = unit.line, unit
 
 
 def _module(stmt: cst.Import | cst.ImportFrom) -> str:
