@@ -558,3 +558,17 @@ def test_a_super_call_inside_a_block_is_kept_as_a_call(tmp_path):
     with pytest.warns(ModularWarning, match="inside a block is not inlined"):
         text = convert(tmp_path, child)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
     assert "y = super().forward(x)" in text
+
+
+def test_an_imported_name_the_child_redefines_is_the_childs_class(tmp_path):
+    # HF 5.x maskformer: `class DetrDecoderOutput(DetrDecoderOutput)`; the child's code after it means the child's
+    # class (Python's meaning), not the renamed parent name (that was an undefined name)
+    child = (
+        "from generated.llama.modeling_llama import LlamaLayer\n\n\n"
+        "class LlamaLayer(LlamaLayer):\n    kind = 'redefined'\n\n\n"
+        "class Qwen2Block:\n    def make(self):\n        return LlamaLayer\n"
+    )
+    text = convert(tmp_path, child)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
+    namespace: dict = {}
+    exec(text, namespace)  # noqa: S102
+    assert namespace["Qwen2Block"]().make().kind == "redefined"

@@ -79,10 +79,15 @@ def collect(child: SourceModule, prefix: Prefix, parents: list[Parent], imports:
     ns = Namespace(child, prefix, parents, imports)
     ns.aliases, ns.class_aliases = ns._aliases()
     ns.kept = {alias: ns._kept_parent_class(alias) for alias in ns._explicit_parent_calls()}
+    # an imported name the child redefines (`class DetrDecoderOutput(DetrDecoderOutput)`, HF 5.x maskformer) is
+    # the child's class after its definition, as in Python: not mapped to the renamed parent name
+    redefined = {
+        n for unit in child.units if isinstance(unit.node, (cst.ClassDef, cst.FunctionDef)) for n in unit.names
+    }
     ns.local_map = {
         local: ns.by_model[model].renamer.identifier(original)
         for local, (model, original) in imports.symbols.items()
-        if local not in ns.kept
+        if local not in ns.kept and local not in redefined
     }
     ns.child_units, ns.child_roots = ns._child_units()
     ns.child_defs = {n: u for u in ns.child_units if not u.is_import for n in u.names}
