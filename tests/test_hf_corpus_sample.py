@@ -132,3 +132,25 @@ def test_a_whole_corpus_converts_without_a_traceback(tmp_path):
     )
     assert "Traceback" not in result.stderr + result.stdout
     assert "modbuild convert:" in result.stdout and "converted" in result.stdout.splitlines()[-1]
+
+
+def test_hf5_module_getattr_goes_with_the_classes_it_names(tmp_path):
+    """transformers 5.x: `__getattr__ = deprecate_attr(__name__, rename={"XProcessorKwargs": ...})` in a modular file
+    goes to processing_<m>.py, where HF writes it (it went to the modeling file)."""
+    from modbuild.convert import convert_file
+    from modbuild.layout import detect
+
+    models = tmp_path / "models"
+    (models / "detr").mkdir(parents=True)
+    (models / "gdino").mkdir()
+    (models / "detr" / "processing_detr.py").write_text("class DetrProcessor:\n    size = 1\n")
+    (models / "detr" / "modeling_detr.py").write_text("class DetrModel:\n    size = 1\n")
+    modular = models / "gdino" / "modular_gdino.py"
+    modular.write_text(
+        "from ..detr.modeling_detr import DetrModel\nfrom ..detr.processing_detr import DetrProcessor\n\n\n"
+        "class GdinoModel(DetrModel):\n    pass\n\n\nclass GdinoProcessor(DetrProcessor):\n    pass\n\n\n"
+        '__getattr__ = dict(rename={"GdinoProcessorKwargs": 1}).get\n'
+    )
+    outputs = convert_file(modular, detect(models))
+    assert "__getattr__" in outputs[models / "gdino" / "processing_gdino.py"]
+    assert "__getattr__" not in outputs[models / "gdino" / "modeling_gdino.py"]

@@ -19,11 +19,11 @@ import libcst as cst
 from modbuild.convert.check import check_child, check_empty, check_imports, check_names
 from modbuild.convert.collect import Namespace, collect
 from modbuild.convert.emit import FormatError, render, ruff_format
-from modbuild.convert.nodes import is_docstring, is_name, single
+from modbuild.convert.nodes import find_all, is_docstring, is_name, single
 from modbuild.convert.resolve import load_parents
 from modbuild.convert.source import ConvertError, InternalError, SourceModule, load_source, read_with
 from modbuild.header import with_header
-from modbuild.layout import KINDS, Layout, kind_order
+from modbuild.layout import KINDS, Layout, kind_of_class, kind_order
 
 __all__ = ["ConvertError", "FormatError", "InternalError", "Layout", "convert_file", "model_of"]
 
@@ -134,6 +134,7 @@ def split_by_kind(
             roots = [u for u in ns.child_roots if u.uid not in emitted]
         else:
             roots = [u for u in reachable if u.is_class and u.kind == kind]
+            roots += [u for u in ns.child_roots if u.names == ("__getattr__",) and _named_kind(u.node) == kind]
         names = {n for u in roots for n in u.names}
         if kind in (hand_written or {}) and names <= hand_written[kind]:
             owner |= {u.uid: kind for u in roots}  # imported from the hand-written module, not written over it
@@ -148,6 +149,16 @@ def split_by_kind(
         emitted |= {u.uid for u in units}
         owner |= {u.uid: kind for u in units if not u.is_import and (u.is_class or kind == "configuration")}
     return files
+
+
+def _named_kind(node: cst.CSTNode) -> str | None:
+    """HF 5.x's module `__getattr__ = deprecate_attr(__name__, rename={"XProcessorKwargs": ...})` belongs to the file
+    of the classes its strings name (processing), not to modeling."""
+    for string in find_all(node, lambda n: isinstance(n, cst.SimpleString)):
+        value = string.evaluated_value
+        if isinstance(value, str) and value.isidentifier() and kind_of_class(value) != "modeling":
+            return kind_of_class(value)
+    return None
 
 
 def _docstring(module: SourceModule) -> str:
