@@ -572,3 +572,20 @@ def test_an_imported_name_the_child_redefines_is_the_childs_class(tmp_path):
     namespace: dict = {}
     exec(text, namespace)  # noqa: S102
     assert namespace["Qwen2Block"]().make().kind == "redefined"
+
+
+def test_no_inherit_decorator_keeps_the_parents_decorators_out(tmp_path):
+    # HF 5.x (cohere, dinov3_vit): `@no_inherit_decorator` on a child class or method: the parent's decorators are
+    # not carried over, and the marker itself is not emitted (nor imported)
+    parent = (
+        "import functools\n\n\n@functools.total_ordering\nclass LlamaLayer:\n"
+        "    @functools.lru_cache\n    def forward(self, x):\n        return x\n\n    def __lt__(self, other):\n"
+        "        return False\n"
+    )
+    child = (
+        "from generated.llama.modeling_llama import LlamaLayer\nfrom tools import no_inherit_decorator\n\n\n"
+        "@no_inherit_decorator\nclass Qwen2Layer(LlamaLayer):\n    @no_inherit_decorator\n    def forward(self, x):\n"
+        "        return 2 * x\n"
+    )
+    text = convert(tmp_path, child, parent)[tmp_path / "generated/qwen2/modeling_qwen2.py"]
+    assert "no_inherit_decorator" not in text and "total_ordering" not in text and "lru_cache" not in text

@@ -335,7 +335,11 @@ class Namespace:
             decorators=[self._localise(dec) for dec in merged.node.decorators],
             body=merged.node.body.with_changes(body=body),
         )
-        header = [*node.decorators, *node.keywords, *(a for a in node.bases if all(a is not f for f, _ in found))]
+        header = [
+            *merged.node.decorators,
+            *node.keywords,
+            *(a for a in node.bases if all(a is not f for f, _ in found)),
+        ]
         deps = self._out(merged.deps) | self._out(supercall.names_in(header).read & unit.deps)
         key = self._parent_key(found[0][1][0], parents[0].origin)
         parent_unit, parent_module = parents[0].origin

@@ -92,7 +92,9 @@ class ClassMerger:
         node = child.with_changes(
             bases=self._bases(child, parents, own, calls.used - own),
             keywords=child.keywords or parents[0].node.keywords,
-            decorators=child.decorators or parents[0].node.decorators,
+            decorators=_own_decorators(child)
+            if _no_inherit(child)
+            else child.decorators or parents[0].node.decorators,
             body=block.with_changes(body=body),
         )
         for parent in parents:
@@ -158,7 +160,9 @@ class ClassMerger:
     def _member(self, child: Member, parent: Member | None, inherited: dict[str, Member]) -> Member:
         if not isinstance(child.node, cst.FunctionDef) or not inherited:
             return child
-        node, deps = self._unroll(child.node, inherited, set(child.deps))
+        node, deps = self._unroll(
+            child.node, inherited, set(child.deps) - ({NO_INHERIT} if _no_inherit(child.node) else set())
+        )
         if parent is not None and isinstance(parent.node, cst.FunctionDef):
             inheriting = node
             node = _inherit_function_parts(node, parent.node)
@@ -358,10 +362,23 @@ def _header_deps(parent: ParentClass) -> set[str]:
     return names.read
 
 
+NO_INHERIT = "no_inherit_decorator"  # HF 5.x's marker: do not carry the parent's decorators over
+
+
+def _no_inherit(node: cst.ClassDef | cst.FunctionDef) -> bool:
+    return any(_code(d.decorator).rpartition(".")[2] == NO_INHERIT for d in node.decorators)
+
+
+def _own_decorators(node: cst.ClassDef | cst.FunctionDef) -> list[cst.Decorator]:
+    return [d for d in node.decorators if _code(d.decorator).rpartition(".")[2] != NO_INHERIT]
+
+
 def _inherit_function_parts(child: cst.FunctionDef, parent: cst.FunctionDef) -> cst.FunctionDef:
     """Decorators, return annotation and docstring: the child's if it has them, else the parent's."""
     changes = {}
-    if not child.decorators and parent.decorators:
+    if _no_inherit(child):  # HF 5.x: `@no_inherit_decorator` keeps the parent's decorators out, and goes itself
+        changes["decorators"] = _own_decorators(child)
+    elif not child.decorators and parent.decorators:
         changes["decorators"] = parent.decorators
     if child.returns is None and parent.returns is not None:
         changes["returns"] = parent.returns
