@@ -201,22 +201,22 @@ def verify_tasks(
     bounds = {k: v for k, v in (("logits", atol), ("grads_rel", rtol)) if v}
     reals = real_weights(project)
     chosen = sharded(project, reals, shard, model)
-    for name in project.build_order():
-        if (model and name != model) or (chosen is not None and name not in chosen):
-            continue
+    names = [n for n in project.build_order() if (not model or n == model) and (chosen is None or n in chosen)]
+    # The real-weights checks are the longest by far: listed first, `doit -n N` starts them first and the short
+    # checks fill the other workers meanwhile, instead of one long check running alone at the end.
+    order = [(n, "real") for n in names if n in reals] + [(n, c) for n in names for c in CHECKS]
+    for name, check in order:
         deps = [str(p) for p in project.outputs(name) if p.suffix == ".py"] + VERIFY_SOURCES
         if project.spec_file(name).exists():  # else the check fails, saying the spec is missing
             deps.append(str(project.spec_file(name)))
-        real = reals.get(name)
-        for check in CHECKS + ("real",) * bool(real):
-            yield {
-                "name": f"{name}:{check}",
-                "actions": [(verify_model, [str(project.root), name, check, bounds, trace])],
-                "file_dep": deps,
-                "task_dep": [f"convert:{name}"] + ([f"weights:{real.name}"] if check == "real" else []),
-                "uptodate": [config_changed({"bounds": bounds, "trace": trace})],
-                "doc": f"{name}: {check} check",
-            }
+        yield {
+            "name": f"{name}:{check}",
+            "actions": [(verify_model, [str(project.root), name, check, bounds, trace])],
+            "file_dep": deps,
+            "task_dep": [f"convert:{name}"] + ([f"weights:{reals[name].name}"] if check == "real" else []),
+            "uptodate": [config_changed({"bounds": bounds, "trace": trace})],
+            "doc": f"{name}: {check} check",
+        }
 
 
 def sharded(project: Project, reals: dict, shard: str, model: str) -> set[str] | None:
