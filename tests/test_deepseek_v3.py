@@ -5,11 +5,9 @@ its 0.0 masking matters; the KV cache holds what HF's holds; HF's saved checkpoi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import paddle
 import pytest
 import torch
 import transformers
+from mutation import mutated
 from safetensors.numpy import load_file
 
 from modbuild.models import from_pretrained
@@ -29,28 +28,6 @@ from modbuild.weights.cli import main as weights_main
 
 MODEL = "deepseek_v3"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def mutated(tmp_path: Path, old: str, new: str):
-    """A copy of generated/deepseek_v3 as its own module, with one deliberate change (made exactly once)."""
-    package = tmp_path / "broken_deepseek_v3"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    source_dir = ROOT / "generated" / MODEL
-    shutil.copy(source_dir / f"configuration_{MODEL}.py", package / f"configuration_{MODEL}.py")
-    source = (source_dir / f"modeling_{MODEL}.py").read_text()
-    assert source.count(old) == 1, f"mutation target {old!r} not found once"
-    (package / f"modeling_{MODEL}.py").write_text(source.replace(old, new))
-    sys.path.insert(0, str(tmp_path))  # the module's relative import of its configuration
-    try:
-        name = f"{package.name}.modeling_{MODEL}"
-        loader = importlib.util.spec_from_file_location(name, package / f"modeling_{MODEL}.py")
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[name] = module
-        loader.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(tmp_path))
-    return module
 
 
 # name -> (the generated line, its broken version)
@@ -80,7 +57,7 @@ MUTATIONS = {
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
 def test_each_new_block_broken_fails_the_hf_check(tmp_path, name):
     old, new = MUTATIONS[name]
-    record = verify(MODEL, "hf", mutated(tmp_path, old, new))
+    record = verify(MODEL, "hf", mutated(tmp_path, MODEL, "modeling", old, new))
     assert not record.passed
     assert record.metrics["logits"] > record.bounds["logits"], record.metrics
 

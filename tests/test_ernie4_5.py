@@ -14,8 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from mutation import mutated
 from safetensors.numpy import load_file
-from test_new_decoders import mutated  # the shared "broken copy of a generated model" helper
 
 from modbuild.models import from_pretrained
 from modbuild.verify import verify

@@ -6,7 +6,6 @@ builds on both."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import paddle
 import pytest
 import torch
 import transformers
+from mutation import mutated
 
 from modbuild.cli import main as modbuild_main
 from modbuild.models import from_pretrained
@@ -32,29 +32,6 @@ from modbuild.weights.gguf import gguf_from_wheel
 from modbuild.weights.hf import WeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def mutated(tmp_path: Path, model: str, old: str, new: str):
-    """A copy of generated/<model> as its own package, with one deliberate change (made exactly once)."""
-    package = tmp_path / f"broken_{model}"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    source_dir = ROOT / "generated" / model
-    shutil.copy(source_dir / f"configuration_{model}.py", package / f"configuration_{model}.py")
-    source = (source_dir / f"modeling_{model}.py").read_text()
-    assert source.count(old) == 1, f"mutation target {old!r} not found once"
-    (package / f"modeling_{model}.py").write_text(source.replace(old, new))
-    sys.path.insert(0, str(tmp_path))
-    try:
-        loader = importlib.util.spec_from_file_location(
-            f"{package.name}.modeling_{model}", package / f"modeling_{model}.py"
-        )
-        module = importlib.util.module_from_spec(loader)
-        sys.modules[loader.name] = module
-        loader.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(tmp_path))
-    return module
 
 
 # name -> (model, the generated line, its broken version)
@@ -112,7 +89,7 @@ def test_unbroken_model_passes_its_hf_check(model):
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
 def test_each_new_block_broken_fails_the_hf_check(tmp_path, name):
     model, old, new = MUTATIONS[name]
-    record = verify(model, "hf", mutated(tmp_path, model, old, new))
+    record = verify(model, "hf", mutated(tmp_path, model, "modeling", old, new))
     assert not record.passed
     assert record.metrics["logits"] > record.bounds["logits"], record.metrics
 

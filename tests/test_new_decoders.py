@@ -4,7 +4,6 @@ elements only rounding noise reaches, and `modbuild new --from` each model."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -18,6 +17,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+
+from mutation import mutated
 
 from modbuild.cli import main as modbuild_main
 from modbuild.engine.tp_state import merge_parts
@@ -71,28 +72,6 @@ def test_hf_save_pretrained_checkpoint_converts_and_matches(model, tmp_path, cap
         )
     real = batch["attention_mask"].astype(bool)
     assert np.abs(mine.logits.numpy()[real] - theirs.logits.numpy()[real]).max() <= 1e-4
-
-
-def mutated(tmp_path: Path, model: str, kind: str, old: str, new: str, helper: str = ""):
-    """A copy of generated/<model> as its own package, with one deliberate change in its `kind` file (modeling or
-    configuration); returns its modeling module."""
-    source_dir = ROOT / "generated" / model
-    package = tmp_path / f"broken_{model}"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    for stem in (f"configuration_{model}", f"modeling_{model}"):
-        shutil.copy(source_dir / f"{stem}.py", package)
-    path = package / f"{kind}_{model}.py"
-    source = path.read_text()
-    assert source.count(old) == 1, f"mutation target {old!r} found {source.count(old)} times"
-    path.write_text(source.replace(old, new) + helper)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        return importlib.import_module(f"{package.name}.modeling_{model}")
-    finally:
-        sys.path.remove(str(tmp_path))
-        for name in [n for n in sys.modules if n.startswith(package.name)]:
-            del sys.modules[name]  # the next test's copy under the same name is imported afresh
 
 
 PER_HEAD = '''

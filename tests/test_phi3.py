@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from mutation import mutated
+from test_gemma2_3 import logits_of
 
 from modbuild.cli import main as modbuild_main
 from modbuild.engine.tp_state import merge_parts
@@ -26,7 +28,6 @@ from modbuild.verify.hf_check import hf_model, load_converted
 from modbuild.verify.paddle_run import greedy
 from modbuild.verify.specs import TINY, generated, left_padded_batch, spec
 from modbuild.weights.cli import main as weights_main
-from test_gemma2_3 import logits_of, mutated
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +69,7 @@ def test_unbroken_phi3_passes_its_hf_check():
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
 def test_each_new_block_broken_fails_the_hf_check(tmp_path, name):
     old, new = MUTATIONS[name]
-    record = verify("phi3", "hf", mutated(tmp_path, "phi3", old, new))
+    record = verify("phi3", "hf", mutated(tmp_path, "phi3", "modeling", old, new))
     assert not record.passed
     broken = [k for k in ("logits", "decode_mismatch") if record.metrics[k] > record.bounds[k]]
     assert broken, record.metrics
