@@ -10,14 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over `path`."""
+def atomic_write(path: Path, text: str | bytes) -> None:
+    """Write `text` (or bytes) to a temporary file in the same directory, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, file_mode(path))  # mkstemp makes the file private (0600); the result is an ordinary file
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

@@ -15,18 +15,16 @@ the same bytes.
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
 import networkx as nx
 
-from modbuild.atomic import atomic_write, file_mode
+from modbuild.atomic import atomic_write
 
 PINNED = "graphviz-pure"  # pinned in pyproject.toml: its version decides the bytes of graph/models.svg
 TEXT_FORMATS = {".dot", ".gv"}  # the DOT text itself, no layout
@@ -62,22 +60,6 @@ def layout(exe: str, dot_text: str, fmt: str, target: Path) -> bytes:
     return done.stdout
 
 
-def write_bytes(target: Path, data: bytes) -> None:
-    """`atomic_write` for bytes: a temporary file beside `target`, fsynced, renamed over it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, file_mode(target))
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def render(dot_text: str, target: Path, graph: nx.DiGraph | None = None) -> None:
     """Write the graph to `target` in the format its suffix names; `RenderError` when no renderer here can."""
     target = Path(target)
@@ -90,7 +72,7 @@ def render(dot_text: str, target: Path, graph: nx.DiGraph | None = None) -> None
     fmt, exes = suffix[1:], renderers()
     for exe in exes:
         if fmt in output_formats(exe):
-            write_bytes(target, layout(exe, dot_text, fmt, target))
+            atomic_write(target, layout(exe, dot_text, fmt, target))
             return
     if exes:
         known = sorted({f".{f}" for exe in exes for f in output_formats(exe)} | TEXT_FORMATS)
@@ -110,7 +92,7 @@ def render_committed(dot_text: str, target: Path, graph: nx.DiGraph, same_graph:
     """graph/models.svg: drawn by the pinned graphviz-pure, so the same graph gives the same bytes on every
     machine. Without it, a drawing of the same graph (`same_graph`) is kept rather than redrawn differently."""
     if exe := pinned_dot():
-        write_bytes(target, layout(exe, dot_text, "svg", target))
+        atomic_write(target, layout(exe, dot_text, "svg", target))
         return
     if same_graph and target.is_file():
         print(f"{target}: kept ({PINNED} is not installed; the graph has not changed)", file=sys.stderr)
