@@ -21,7 +21,14 @@ from modbuild.convert.collect import Namespace, collect
 from modbuild.convert.emit import FormatError, render, ruff_format
 from modbuild.convert.nodes import find_all, is_docstring, is_name, single
 from modbuild.convert.resolve import load_parents
-from modbuild.convert.source import ConvertError, InternalError, SourceModule, load_source, read_with
+from modbuild.convert.source import (
+    ConvertError,
+    InternalError,
+    SourceModule,
+    load_source,
+    own_module_imports,
+    read_with,
+)
 from modbuild.header import with_header
 from modbuild.layout import KINDS, Layout, kind_of_class, kind_order
 
@@ -76,7 +83,7 @@ def _no_cycle_collection() -> Iterator[None]:
 
 def _convert(path: Path, layout: Layout, read: Reader | None) -> dict[Path, str]:
     model = model_of(path)
-    child = load_source(path, read_with(read, path))
+    child = own_module_imports(load_source(path, read_with(read, path)), layout, model)
     check_child(child, layout, model)
     prefix, parents, imports = load_parents(child, model, layout, read)
     check_empty(child)

@@ -8,7 +8,7 @@ member. Statement-level `super().f(...)` calls are unrolled (see `supercall`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import libcst as cst
@@ -373,13 +373,36 @@ def _own_decorators(node: cst.ClassDef | cst.FunctionDef) -> list[cst.Decorator]
     return [d for d in node.decorators if _code(d.decorator).rpartition(".")[2] != NO_INHERIT]
 
 
-def _inherit_function_parts(child: cst.FunctionDef, parent: cst.FunctionDef) -> cst.FunctionDef:
-    """Decorators, return annotation and docstring: the child's if it has them, else the parent's."""
-    changes = {}
+DEPRECATION = "deprecate_kwarg"  # a decorator that only adds a deprecated keyword: HF 5.x keeps the parent's with it
+
+
+def _only_deprecations(decorators: Sequence[cst.Decorator]) -> bool:
+    """`@deprecate_kwarg("past_key_values", ...)` and nothing else."""
+    return bool(decorators) and all(
+        isinstance(d.decorator, cst.Call) and _code(d.decorator.func).rpartition(".")[2] == DEPRECATION
+        for d in decorators
+    )
+
+
+def _method_decorators(child: cst.FunctionDef, parent: cst.FunctionDef) -> Sequence[cst.Decorator] | None:
+    """An overriding method's decorators, None for the child's own. The parent's when the child has none; when the
+    child's are only `@deprecate_kwarg(...)`, the parent's other ones, in its order, then the child's (HF 5.x:
+    `@can_return_tuple @auto_docstring` stay above a child's deprecation). Any other decorator replaces the list."""
     if _no_inherit(child):  # HF 5.x: `@no_inherit_decorator` keeps the parent's decorators out, and goes itself
-        changes["decorators"] = _own_decorators(child)
-    elif not child.decorators and parent.decorators:
-        changes["decorators"] = parent.decorators
+        return _own_decorators(child)
+    if not parent.decorators or (child.decorators and not _only_deprecations(child.decorators)):
+        return None
+    own = {_code(d.decorator) for d in child.decorators}
+    return [*(d for d in parent.decorators if _code(d.decorator) not in own), *child.decorators]
+
+
+def _inherit_function_parts(child: cst.FunctionDef, parent: cst.FunctionDef) -> cst.FunctionDef:
+    """Decorators, return annotation and docstring: the child's if it has them, else the parent's (decorators:
+    `_method_decorators`)."""
+    changes = {}
+    decorators = _method_decorators(child, parent)
+    if decorators is not None:
+        changes["decorators"] = decorators
     if child.returns is None and parent.returns is not None:
         changes["returns"] = parent.returns
     doc = _docstring(parent)

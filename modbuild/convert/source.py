@@ -18,7 +18,8 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from modbuild.convert.nodes import class_body, is_docstring, single
 from modbuild.convert.scopes import Reads, statement_reads
-from modbuild.layout import BOM, SourceDecodeError, decode_error, is_sibling_module, read_source
+from modbuild.graph import own_hand_written
+from modbuild.layout import BOM, Layout, SourceDecodeError, decode_error, is_sibling_module, read_source
 
 
 class ConvertError(Exception):
@@ -260,6 +261,24 @@ def parse_source(path: Path, code: str) -> SourceModule:
         else:
             loose.append((stmt, frozenset().union(*(r.all for r in chunk)), chunk[0].line))
     return SourceModule(path, module, units, loose, _imported_names(module, path.parent.name))
+
+
+def own_module_imports(child: SourceModule, layout: Layout, model: str) -> SourceModule:
+    """The modular file with an absolute import of its model's own hand-written module
+    (`from transformers.models.ijepa.configuration_ijepa import IJepaConfig`, HF 4.x ijepa) written as the relative
+    import HF generates (`from .configuration_ijepa import IJepaConfig`): the same module, kept as an import, not the
+    model importing its own generated code. Lines stay where they were."""
+    within = child.path.parent.name
+    body, changed = [], False
+    for stmt in child.module.body:
+        inner = single(stmt)
+        if isinstance(inner, cst.ImportFrom) and not inner.relative and inner.module is not None:
+            stem = own_hand_written(get_full_name_for_node(inner.module), 0, layout, child.path, within)
+            if stem is not None:
+                stmt = stmt.with_changes(body=[inner.with_changes(module=cst.Name(stem), relative=[cst.Dot()])])
+                changed = True
+        body.append(stmt)
+    return parse_source(child.path, child.module.with_changes(body=body).code) if changed else child
 
 
 @lru_cache(maxsize=256)

@@ -1,0 +1,132 @@
+"""HF dialect rules read off HF's own corpus (bench/hf_corpus.py): each test fails on the converter without its rule."""
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from modbuild.convert import ConvertError, convert_file
+from modbuild.graph import discover
+from modbuild.layout import Layout, detect
+
+PARENT = """
+import functools
+
+
+def can_return_tuple(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return ("tuple", fn(*args, **kwargs))
+
+    return wrapper
+
+
+def deprecate_kwarg(old, version, new_name):
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if old in kwargs:
+                kwargs[new_name] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+class LlamaModel:
+    @can_return_tuple
+    @deprecate_kwarg("past", "5.40.0", new_name="cache")
+    def forward(self, x, cache=None):
+        return x
+
+
+class LlamaHead:
+    @can_return_tuple
+    def forward(self, x, cache=None):
+        return x
+"""
+
+CHILD = """
+from generated.llama.modeling_llama import LlamaHead, LlamaModel, deprecate_kwarg
+
+
+class Qwen2Model(LlamaModel):
+    @deprecate_kwarg("past", "5.40.0", new_name="cache")
+    def forward(self, x, cache=None):
+        return (x, cache)
+
+
+class Qwen2Head(LlamaHead):
+    @staticmethod
+    def forward(x, cache=None):
+        return (x, cache)
+"""
+
+
+def convert(tmp_path: Path, child: str, parent: str = PARENT) -> str:
+    (tmp_path / "generated" / "llama").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "generated" / "llama" / "modeling_llama.py").write_text(textwrap.dedent(parent))
+    path = tmp_path / "modular" / "qwen2" / "modular_qwen2.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(child))
+    outputs = convert_file(path, Layout(tmp_path / "modular", tmp_path / "generated"))
+    return outputs[tmp_path / "generated/qwen2/modeling_qwen2.py"]
+
+
+def test_a_child_deprecation_decorator_keeps_the_parents_other_decorators(tmp_path):
+    # HF 5.x (aria, gemma2, qwen3_vl, ... 81 methods): a child whose only decorators are `@deprecate_kwarg(...)` keeps
+    # the parent's others above them (`@can_return_tuple @auto_docstring`); the parent's identical deprecation is
+    # not repeated. Any other child decorator replaces the list (HF 4.x and 5.x: starcoder2, gemma3n)
+    text = convert(tmp_path, CHILD)
+    namespace: dict = {}
+    exec(text, namespace)  # noqa: S102
+    assert namespace["Qwen2Model"]().forward(1, past=2) == ("tuple", (1, 2))  # was (1, 2): can_return_tuple lost
+    assert text.count('@deprecate_kwarg("past", "5.40.0", new_name="cache")') == 1
+    assert namespace["Qwen2Head"]().forward(1) == (1, None)  # a child's @staticmethod: the parent's list is replaced
+
+
+def test_a_deprecation_decorator_of_another_name_does_not_keep_the_parents(tmp_path):
+    child = CHILD.replace("deprecate_kwarg(", "renamed_kwarg(").replace(
+        "import LlamaHead, LlamaModel, deprecate_kwarg", "import LlamaHead, LlamaModel\nfrom tools import renamed_kwarg"
+    )
+    text = convert(tmp_path, child)
+    assert "@can_return_tuple" not in text.split("class Qwen2Model")[1].split("class Qwen2Head")[0]
+
+
+def hf_tree(tmp_path: Path, header: str = "") -> Path:
+    """transformers/models/{llama,ijepa}: ijepa's configuration_ijepa.py beside its modular file, written by hand
+    (or generated from the modular file, with `header`), imported by its absolute name as HF 4.x ijepa does."""
+    models = tmp_path / "transformers" / "models"
+    (models / "llama").mkdir(parents=True)
+    (models / "ijepa").mkdir()
+    for init in (models.parent, models, models / "llama", models / "ijepa"):
+        (init / "__init__.py").write_text("")
+    (models / "llama" / "modeling_llama.py").write_text(
+        "class LlamaModel:\n    def __init__(self, config):\n        self.config = config\n"
+    )
+    (models / "ijepa" / "configuration_ijepa.py").write_text(f"{header}class IJepaConfig:\n    size = 2\n")
+    modular = models / "ijepa" / "modular_ijepa.py"
+    modular.write_text(
+        "from transformers.models.ijepa.configuration_ijepa import IJepaConfig\n\n"
+        "from ..llama.modeling_llama import LlamaModel\n\n\n"
+        "class IJepaModel(LlamaModel):\n    def size(self, config: IJepaConfig):\n        return config.size\n"
+    )
+    return modular
+
+
+def test_an_absolute_import_of_the_models_own_hand_written_module_is_kept_relative(tmp_path):
+    # HF 4.55 ijepa was refused as "imports its own generated code": its configuration_ijepa.py is hand-written
+    modular = hf_tree(tmp_path)
+    layout = detect(tmp_path / "transformers" / "models")
+    assert discover(layout)["ijepa"].error is None
+    text = convert_file(modular, layout)[modular.parent / "modeling_ijepa.py"]
+    assert "from .configuration_ijepa import IJepaConfig" in text and "transformers.models.ijepa" not in text
+
+
+def test_an_absolute_import_of_the_models_own_generated_module_is_still_an_error(tmp_path):
+    modular = hf_tree(tmp_path, "# This file was automatically generated from models/ijepa/modular_ijepa.py.\n")
+    layout = detect(tmp_path / "transformers" / "models")
+    assert "imports its own generated code" in discover(layout, strict=False)["ijepa"].error
+    with pytest.raises(ConvertError, match=r"modular_ijepa.py:1: model 'ijepa' imports its own generated code"):
+        convert_file(modular, layout)
