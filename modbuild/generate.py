@@ -95,7 +95,7 @@ def load_tokenizer(directory: Path):
 
 def load(directory: Path):
     """(model, tokenizer) of a checkpoint directory; the cheap checks run before paddle and transformers load."""
-    from modbuild.models import CheckpointError, checkpoint_class
+    from modbuild.models import CheckpointError, checkpoint_class, load_class
     from modbuild.quiet import quiet_imports, quiet_third_party
 
     quiet_imports()  # before the model's module imports paddle
@@ -106,9 +106,7 @@ def load(directory: Path):
         )
     quiet_third_party()
     tokenizer = load_tokenizer(directory)
-    model = cls.from_pretrained(directory, dtype="float32")
-    model.eval()
-    return model, tokenizer
+    return load_class(cls, directory, dtype="float32"), tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:

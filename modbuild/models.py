@@ -185,10 +185,32 @@ def checkpoint_class(path: str | Path) -> type:
 
 def from_pretrained(path: str | Path, **kwargs):
     """Load a Paddle checkpoint directory with the generated model its config.json names, in eval mode (as HF's
-    `from_pretrained` returns it: dropout off, so two calls on the same input agree)."""
-    model = checkpoint_class(path).from_pretrained(path, **kwargs)
+    `from_pretrained` returns it: dropout off, so two calls on the same input agree).
+
+    The parameters are created empty (paddle's `LazyGuard`, paddlenlp's `low_cpu_mem_usage`) and filled from the
+    checkpoint, rather than drawn at random and then overwritten: 0.7 s instead of 12 s for Gemma 3 270M. Weights
+    the checkpoint lacks are initialised as in a new model (paddlenlp warns which)."""
+    return load_class(checkpoint_class(path), path, **kwargs)
+
+
+def load_class(cls: type, path: str | Path, **kwargs):
+    """`cls.from_pretrained(path)` without random initialisation of what the checkpoint then overwrites."""
+    kwargs.setdefault("low_cpu_mem_usage", True)
+    model = cls.from_pretrained(path, **kwargs)
+    _initialize_missing(model)
     model.eval()
     return model
+
+
+def _initialize_missing(model) -> None:
+    """Lazily created parameters and buffers that loading did not fill get their initial values."""
+    for layer in model.sublayers(include_self=True):
+        tensors = [*layer.parameters(include_sublayers=False), *layer.buffers(include_sublayers=False)]
+        missing = [tensor for tensor in tensors if not tensor._is_initialized()]
+        for tensor in missing:
+            tensor.initialize()
+        if missing and hasattr(model, "_init_weights"):
+            model._init_weights(layer)
 
 
 def register_configs() -> list[str]:

@@ -69,6 +69,26 @@ def test_greedy_tokens_match_full_forward_argmax(checkpoints):
     assert greedy_tokens(model, ids, 5, eos_token_id=expected[1]) == expected[:2]
 
 
+def test_from_pretrained_loads_every_weight_and_initialises_a_missing_one(checkpoints, tmp_path):
+    """Loading creates the parameters empty and fills them from the checkpoint: each equals what was saved. A weight
+    the checkpoint lacks is initialised as in a new model (N(0, initializer_range) for a linear layer, ones for a
+    norm), never left empty."""
+    from safetensors.numpy import load_file, save_file
+
+    directory = shutil.copytree(checkpoints[0], tmp_path / "ckpt")
+    saved = load_file(directory / "model.safetensors")
+    dropped = {name: saved.pop(name) for name in ("llama.layers.0.mlp.up_proj.weight", "llama.norm.weight")}
+    save_file(saved, directory / "model.safetensors", metadata={"format": "np"})
+    model = from_pretrained(directory, dtype="float32")
+    state = {name: tensor.numpy() for name, tensor in model.state_dict().items()}
+    for name, value in saved.items():
+        np.testing.assert_array_equal(state[name], value, err_msg=name)
+    up = state["llama.layers.0.mlp.up_proj.weight"]
+    assert up.shape == dropped["llama.layers.0.mlp.up_proj.weight"].shape
+    assert abs(up.std() - model.config.initializer_range) < 0.2 * model.config.initializer_range
+    np.testing.assert_array_equal(state["llama.norm.weight"], np.ones_like(dropped["llama.norm.weight"]))
+
+
 def test_from_pretrained_returns_eval_mode(checkpoints):
     """As HF's does: dropout off, so the same input gives the same output (MiniLM's differed by 1.29)."""
     model = from_pretrained(checkpoints[0], dtype="float32")

@@ -107,10 +107,12 @@ def run_check(root: Path, model: str, check: str, bounds: dict[str, float] | Non
     from modbuild.verify.profile import profiled, record_seconds
     from modbuild.verify.quiet import quiet_third_party
     from modbuild.verify.report import ReportError, save
+    from modbuild.verify.threads import check_threads, set_math_threads
 
     start = time.perf_counter()
     with profiled(model, check):
         quiet_third_party()
+        set_math_threads(check_threads())
         record = verify(model, check, root=root, bounds=bounds, trace=trace)
     record_seconds(root, model, check, time.perf_counter() - start)
     try:

@@ -13,7 +13,6 @@ that with our own `hf2paddle`. Both frameworks then run the same real text:
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from pathlib import Path
 
@@ -36,7 +35,6 @@ SENTENCE = (
     "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889."
 )
 NEW_TOKENS = 32
-THREADS = 2
 
 
 def _rss_mb(field: str = "VmRSS") -> float:
@@ -46,14 +44,11 @@ def _rss_mb(field: str = "VmRSS") -> float:
     return float("nan")
 
 
-def _median_seconds(step, repeats: int = 3) -> float:
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _timed(step):
+    """(what `step` returns, its wall time in seconds)."""
+    start = time.perf_counter()
+    out = step()
+    return out, time.perf_counter() - start
 
 
 def _loss64(logits: np.ndarray, ids: np.ndarray) -> float:
@@ -70,8 +65,7 @@ def check_real(root: Path, model: str, name: str) -> Record:
 
     record = Record(model, "real", bounds=dict(BOUNDS))
     cache = Project(Path(root)).weights_dir(name)
-    torch.set_num_threads(THREADS)
-    paddle.base.core.set_num_threads(THREADS)  # paddle's CPU math library threads (no public API in 3.3)
+    threads = torch.get_num_threads()  # run_check's choice (`modbuild/verify/threads.py`)
     tokenizer = AutoTokenizer.from_pretrained(cache / "paddle")
 
     # A base model's tokenizer has no chat template (Gemma 3 270M's GGUF): the plain prompt then.
@@ -98,14 +92,26 @@ def check_real(root: Path, model: str, name: str) -> Record:
     )
 
     ids = tokenizer(SENTENCE, return_tensors="np")["input_ids"]
-    with torch.no_grad():
-        hf_out = theirs(torch.tensor(ids), labels=torch.tensor(ids))
-    with paddle.no_grad():
-        our_out = ours(paddle.to_tensor(ids), labels=paddle.to_tensor(ids), return_dict=True)
+
+    def torch_step():
+        theirs.zero_grad()
+        out = theirs(torch.tensor(ids), labels=torch.tensor(ids))
+        out.loss.backward()
+        return out
+
+    def paddle_step():
+        ours.clear_gradients()
+        out = ours(paddle.to_tensor(ids), labels=paddle.to_tensor(ids), return_dict=True)
+        out.loss.backward()
+        return out
+
+    # One training step each gives the loss and the time. (A warm-up and the median of three more took 30 of Gemma
+    # 3's 70 s, for a figure in a note.)
+    (hf_out, torch_s), (our_out, paddle_s) = _timed(torch_step), _timed(paddle_step)
     # Each framework's float32 cross entropy rounds its sum over the vocabulary: over Gemma 3's 262k entries that
     # alone exceeds the bound (measured: torch 4.0e-5, paddle 8.5e-5 from the float64 loss of its own logits, which
     # agree to 4e-7). The loss is therefore compared in float64 from each side's logits; float32 in the note.
-    hf_loss, our_loss = _loss64(hf_out.logits.numpy(), ids), _loss64(our_out.logits.numpy(), ids)
+    hf_loss, our_loss = _loss64(hf_out.logits.detach().numpy(), ids), _loss64(our_out.logits.numpy(), ids)
     record.metrics["loss"] = abs(our_loss - hf_loss)
     record.notes.append(
         f"loss (float64 from the logits) paddle {our_loss:.7f}, torch {hf_loss:.7f}; as each computes it in "
@@ -134,18 +140,10 @@ def check_real(root: Path, model: str, name: str) -> Record:
         f"generated ({len(got)} tokens, greedy, KV cache): {tokenizer.decode(got, skip_special_tokens=True)!r}"
     )
 
-    def torch_step():
-        theirs.zero_grad()
-        theirs(torch.tensor(ids), labels=torch.tensor(ids)).loss.backward()
-
-    def paddle_step():
-        ours.clear_gradients()
-        ours(paddle.to_tensor(ids), labels=paddle.to_tensor(ids), return_dict=True).loss.backward()
-
-    torch_s, paddle_s = _median_seconds(torch_step), _median_seconds(paddle_step)
     record.notes.append(
-        f"{THREADS} threads: forward+backward ({ids.shape[1]} tokens) paddle {paddle_s * 1000:.0f} ms, torch "
-        f"{torch_s * 1000:.0f} ms; per generated token paddle {our_token_ms:.0f} ms, torch {hf_token_ms:.0f} ms"
+        f"{threads} thread{'s' * (threads > 1)}: first forward+backward ({ids.shape[1]} tokens) paddle "
+        f"{paddle_s * 1000:.0f} ms, torch {torch_s * 1000:.0f} ms; per generated token paddle {our_token_ms:.0f} ms, "
+        f"torch {hf_token_ms:.0f} ms"
     )
     record.notes.append(
         f"resident memory, model loaded and run: paddle {paddle_mb:.0f} MB, torch {torch_mb:.0f} MB; "

@@ -31,7 +31,6 @@ PAIRS = [
     ("The central bank raised interest rates again.", "Borrowing costs went up after the bank's latest decision."),
     ("She is baking bread in the kitchen.", "A woman makes a loaf of bread at home."),
 ]
-THREADS = 2
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -62,8 +61,7 @@ def check_real_embeddings(root: Path, model: str, name: str) -> Record:
 
     record = Record(model, "real", bounds=dict(BOUNDS))
     cache = Project(Path(root)).weights_dir(name)
-    torch.set_num_threads(THREADS)
-    paddle.base.core.set_num_threads(THREADS)  # paddle's CPU math library threads (no public API in 3.3)
+    threads = torch.get_num_threads()  # run_check's choice (`modbuild/verify/threads.py`)
     sentences = [sentence for pair in PAIRS for sentence in pair]
     batch = AutoTokenizer.from_pretrained(cache / "hf")(sentences, padding=True, return_tensors="np")
     mask = batch["attention_mask"]
@@ -101,5 +99,8 @@ def check_real_embeddings(root: Path, model: str, name: str) -> Record:
         f"paraphrases score {lowest:.3f} or more, unrelated sentences {highest:.3f} or less "
         f"({violations} unrelated pairs at or above a paraphrase)"
     )
-    record.notes.append(f"{THREADS} threads, forward of the batch: paddle {paddle_ms:.0f} ms, torch {torch_ms:.0f} ms")
+    record.notes.append(
+        f"{threads} thread{'s' * (threads > 1)}, forward of the batch: paddle {paddle_ms:.0f} ms, "
+        f"torch {torch_ms:.0f} ms"
+    )
     return record
