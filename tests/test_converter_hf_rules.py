@@ -130,3 +130,75 @@ def test_an_absolute_import_of_the_models_own_generated_module_is_still_an_error
     assert "imports its own generated code" in discover(layout, strict=False)["ijepa"].error
     with pytest.raises(ConvertError, match=r"modular_ijepa.py:1: model 'ijepa' imports its own generated code"):
         convert_file(modular, layout)
+
+
+LAYERS = """
+class LlamaRMSNorm:
+    eps = 1e-6
+
+
+class LlamaLayer:
+    def __init__(self):
+        self.norm = LlamaRMSNorm()
+
+
+class LlamaModel:
+    def __init__(self):
+        self.layer = LlamaLayer()
+"""
+
+
+def test_a_parents_names_take_the_prefix_most_child_classes_give_them(tmp_path):
+    # HF (aria, apertus1p5, granite_docling, ...): `class Qwen2TextModel(LlamaModel)` and
+    # `class Qwen2TextLayer(LlamaLayer)`: what they pull in from llama is named `Qwen2Text...` (was `Qwen2RMSNorm`)
+    child = (
+        "from generated.llama.modeling_llama import LlamaLayer, LlamaModel\n\n\n"
+        "class Qwen2TextLayer(LlamaLayer):\n    pass\n\n\nclass Qwen2TextModel(LlamaModel):\n    pass\n"
+    )
+    text = convert(tmp_path, child, LAYERS)
+    namespace: dict = {}
+    exec(text, namespace)  # noqa: S102
+    assert type(namespace["Qwen2TextModel"]().layer.norm).__name__ == "Qwen2TextRMSNorm"
+    assert "Qwen2RMSNorm" not in text
+
+
+def test_the_models_prefix_stays_on_a_tie_or_a_collision(tmp_path):
+    # a tie with the model's own prefix keeps it; so does a prefix whose parent spelling names a parent class
+    tie = (
+        "from generated.llama.modeling_llama import LlamaLayer, LlamaModel\n\n\n"
+        "class Qwen2Layer(LlamaLayer):\n    pass\n\n\nclass Qwen2TextModel(LlamaModel):\n    pass\n"
+    )
+    assert "class Qwen2RMSNorm" in convert(tmp_path / "tie", tie, LAYERS)
+    collision = LAYERS + "\n\nclass LlamaTextEncoder:\n    pass\n"
+    only = "from generated.llama.modeling_llama import LlamaModel\n\n\nclass Qwen2TextModel(LlamaModel):\n    pass\n"
+    assert "class Qwen2RMSNorm" in convert(tmp_path / "collision", only, collision)
+
+
+KERNELS = """
+def use_kernel_func_from_hub_with_fallback(name, package):
+    return lambda fn: fn
+
+
+@use_kernel_func_from_hub_with_fallback("scan_fn", "llama_ssm")
+def llama_scan(x):
+    return x + 1
+
+
+class LlamaMixer:
+    def forward(self, x):
+        return llama_scan(x)
+"""
+
+
+def test_a_hub_kernel_function_keeps_its_name(tmp_path):
+    # HF 5.x (bamba, jamba, zamba2, ...): `mamba2_chunk_scan` stays `mamba2_chunk_scan` in bamba: a function
+    # decorated as a hub kernel is not renamed, where it is defined, used or imported by the child
+    child = (
+        "from generated.llama.modeling_llama import LlamaMixer, llama_scan\n\n\n"
+        "class Qwen2Mixer(LlamaMixer):\n    def twice(self, x):\n        return llama_scan(llama_scan(x))\n"
+    )
+    text = convert(tmp_path, child, KERNELS)
+    assert "def llama_scan(" in text and "qwen2_scan" not in text
+    namespace: dict = {}
+    exec(text, namespace)  # noqa: S102
+    assert (namespace["Qwen2Mixer"]().forward(1), namespace["Qwen2Mixer"]().twice(1)) == (2, 3)

@@ -85,7 +85,7 @@ def collect(child: SourceModule, prefix: Prefix, parents: list[Parent], imports:
         n for unit in child.units if isinstance(unit.node, (cst.ClassDef, cst.FunctionDef)) for n in unit.names
     }
     ns.local_map = {
-        local: ns.by_model[model].renamer.identifier(original)
+        local: ns.by_model[model].renamed(original)
         for local, (model, original) in imports.symbols.items()
         if local not in ns.kept and local not in redefined
     }
@@ -189,7 +189,7 @@ class Namespace:
         model, original = self.imports.symbols[alias]
         parent = self.by_model[model]
         unit, module = parent.find(original)
-        node = rename_node(unit.node, parent.renamer, module.import_names | {original}, unit.text, unit.members)
+        node = rename_node(unit.node, parent.renamer, module.unrenamed | {original}, unit.text, unit.members)
         if alias != original:
             node = node.with_changes(name=cst.Name(alias))
         deps = self._parent_deps(parent, module, unit.deps - {original})
@@ -353,7 +353,7 @@ class Namespace:
     ) -> ParentClass:
         aliases = self.aliases if aliases is None else aliases
         node = replace_names(
-            rename_node(unit.node, parent.renamer, module.import_names, unit.text, unit.members), aliases
+            rename_node(unit.node, parent.renamer, module.unrenamed, unit.text, unit.members), aliases
         )
         members = [
             Member(member_key(new), new, self._parent_deps(parent, module, mem.deps, aliases))
@@ -366,7 +366,7 @@ class Namespace:
         self, parent: Parent, module: SourceModule, deps, aliases: dict[str, str] | None = None
     ) -> frozenset[str]:
         aliases = self.aliases if aliases is None else aliases
-        renamed = (d if d in module.import_names else parent.renamer.identifier(d) for d in deps)
+        renamed = (d if d in module.unrenamed else parent.renamer.identifier(d) for d in deps)
         return frozenset(aliases.get(d, d) for d in renamed)
 
     def _parent_key(self, parent: Parent, located: tuple[Unit, SourceModule]) -> Placement:
@@ -382,9 +382,9 @@ class Namespace:
                     unit.names, relocate_import(unit.node, parent.model), (), Placement(Placement.IMPORTS, 0), True
                 )
             else:
-                node = rename_node(unit.node, parent.renamer, module.import_names, unit.text, unit.members)
+                node = rename_node(unit.node, parent.renamer, module.unrenamed, unit.text, unit.members)
                 node = replace_names(node, self.aliases)
-                names = [n if n in module.import_names else parent.renamer.identifier(n) for n in unit.names]
+                names = [n if n in module.unrenamed else parent.renamer.identifier(n) for n in unit.names]
                 deps, eager = (self._parent_deps(parent, module, d) for d in (unit.deps, unit.eager))
                 cached = self._new(names, node, deps, self._parent_key(parent, (unit, module)), eager=eager)
             cached.origin = parent.model

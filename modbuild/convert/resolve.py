@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,12 @@ class Parent:
     modules: dict[str, SourceModule]  # kind -> parsed module of that kind
     index: dict[str, tuple[Unit, SourceModule]] = field(default_factory=dict)  # renamed name -> unit
     by_kind: dict[str, dict[str, tuple[Unit, SourceModule]]] = field(default_factory=dict)  # the same, per kind
+
+    def renamed(self, original: str) -> str:
+        """A parent's name as the child's code spells it: renamed, unless it is a hub kernel function."""
+        if any(original in module.kernels for module in self.modules.values()):
+            return original
+        return self.renamer.identifier(original)
 
     def find(self, original: str) -> tuple[Unit, SourceModule] | None:
         """The parent's definition of a name; failing that, the import that brings it into a parent module."""
@@ -128,6 +136,9 @@ def load_parents(
         parent.modules = dict(
             sorted(parent.modules.items(), key=lambda item: (item[0] != "modeling", kind_order(item[0])))
         )
+        new = _parent_wide_prefix(_class_pairs(child, imports, parent.model), prefix, parent)
+        if new != prefix:
+            parent.renamer = Renamer(parent.prefix, new)
         _index_parent(parent)
         _check_symbols(child, imports, parent)
     return prefix, list(parents.values()), imports
@@ -166,7 +177,7 @@ def _index_parent(parent: Parent) -> None:
             if unit.is_import:
                 continue
             for name in unit.names:
-                key = name if name in module.import_names else parent.renamer.identifier(name)
+                key = name if name in module.unrenamed else parent.renamer.identifier(name)
                 parent.index.setdefault(key, (unit, module))
                 own.setdefault(key, (unit, module))
 
@@ -187,3 +198,39 @@ def _check_symbols(child: SourceModule, imports: ParentImports, parent: Parent) 
             line,
         )
         imports.symbols[local] = (model, actual)
+
+
+def _common_suffix(a: str, b: str) -> str:
+    """HF's `common_partial_suffix`: the longest common tail, unless it is all of either name."""
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return "" if n in (len(a), len(b)) else a[len(a) - n :]
+
+
+def _parent_wide_prefix(pairs: list[tuple[str, str]], prefix: Prefix, parent: Parent) -> Prefix:
+    """The prefix a parent's names take in the child: the one most of the child's classes flattening that parent's
+    classes put in place of the parent's (`AriaText` for `AriaTextModel(LlamaModel)`,
+    `AriaTextDecoderLayer(LlamaDecoderLayer)`: `LlamaRMSNorm` -> `AriaTextRMSNorm`), HF's rule. A tie keeps the
+    model's prefix if it is among the most used, else takes the last met; a prefix whose parent spelling
+    (`LlamaText`) names a class of the parent is not used (it would collide)."""
+    votes: Counter[str] = Counter()
+    for name, base in pairs:
+        suffix = _common_suffix(name, base)
+        head = name.replace(suffix, "") if suffix and suffix[0].isupper() else prefix.camel
+        if len(head) < len(prefix.camel) and prefix.camel in name:
+            head = prefix.camel
+        votes[head] += 1
+    if not votes:
+        return prefix
+    top = votes.most_common(1)[0][1]
+    tied = [name for name, count in votes.most_common() if count == top]
+    final = prefix.camel if prefix.camel in tied else tied[-1]
+    if final == prefix.camel or not final.startswith(prefix.camel):
+        return prefix
+    spelled = final.replace(prefix.camel, parent.prefix.camel, 1)
+    if any(unit.is_class and unit.names[0].startswith(spelled) for m in parent.modules.values() for unit in m.units):
+        return prefix
+    rest = final[len(prefix.camel) :]
+    return Prefix(prefix.lower + "".join(f"_{w.lower()}" for w in re.findall(r"[A-Z][^A-Z]*", rest)), final)
+

@@ -78,6 +78,14 @@ class SourceModule:
     loose: list[tuple[cst.BaseStatement, frozenset[str], int]]  # statements binding nothing
     import_names: frozenset[str]
     _positions: dict | None = None
+    kernels: frozenset[str] = frozenset()  # functions registered as hub kernels under their own name
+
+    @property
+    def unrenamed(self) -> frozenset[str]:
+        """Names a child takes from this module as they are: what it imports, and its hub kernel functions
+        (`@use_kernel_func_from_hub_with_fallback(...) def mamba2_chunk_scan`: HF 5.x keeps `mamba2_chunk_scan` in
+        bamba, where the prefix rule would make it `bamba_chunk_scan`)."""
+        return self.import_names | self.kernels
 
     def line_of(self, node: cst.CSTNode) -> int:
         """A node's line, for error messages: positions are computed on first use only."""
@@ -260,7 +268,20 @@ def parse_source(path: Path, code: str) -> SourceModule:
             units += found
         else:
             loose.append((stmt, frozenset().union(*(r.all for r in chunk)), chunk[0].line))
-    return SourceModule(path, module, units, loose, _imported_names(module, path.parent.name))
+    source = SourceModule(path, module, units, loose, _imported_names(module, path.parent.name))
+    source.kernels = frozenset(n.name.value for n in module.body if _is_kernel(n))
+    return source
+
+
+KERNEL = "use_kernel_func_from_hub"  # HF 5.x: `use_kernel_func_from_hub(...)`, `..._with_fallback(...)`
+
+
+def _is_kernel(node: cst.CSTNode) -> bool:
+    return isinstance(node, cst.FunctionDef) and any(
+        isinstance(d.decorator, cst.Call)
+        and (get_full_name_for_node(d.decorator.func) or "").rpartition(".")[2].startswith(KERNEL)
+        for d in node.decorators
+    )
 
 
 def own_module_imports(child: SourceModule, layout: Layout, model: str) -> SourceModule:
