@@ -50,6 +50,7 @@ _CLASS_SUFFIXES = {
     "FastImageProcessorKwargs": "image_processing_fast",
     "VideoProcessor": "video_processing",
     "VideoProcessorInitKwargs": "video_processing",
+    "VideoProcessorKwargs": "video_processing",  # HF 5.x: beside the video processor that reads them
     "FeatureExtractor": "feature_extraction",
 }
 _SUFFIX_RE = re.compile(rf"({'|'.join(sorted(_CLASS_SUFFIXES, key=len, reverse=True))})$")

@@ -202,3 +202,69 @@ def test_a_hub_kernel_function_keeps_its_name(tmp_path):
     namespace: dict = {}
     exec(text, namespace)  # noqa: S102
     assert (namespace["Qwen2Mixer"]().forward(1), namespace["Qwen2Mixer"]().twice(1)) == (2, 3)
+
+
+def test_an_extra_base_takes_the_place_of_the_parents_base_it_shares_a_suffix_with(tmp_path):
+    # HF (cohere_compass, cosmos3_edge, qwen3_vl, ...): `class Qwen2TextModel(LlamaModel, Qwen2PreTrainedModel)`
+    # puts Qwen2PreTrainedModel where LlamaModel's renamed base `Qwen2TextPreTrainedModel` was, not beside it
+    parent = "class LlamaPreTrainedModel:\n    tag = 'llama'\n\n\n" + LAYERS.replace(
+        "class LlamaModel:", "class LlamaModel(LlamaPreTrainedModel):"
+    )
+    child = (
+        "from generated.llama.modeling_llama import LlamaLayer, LlamaModel\n\n\n"
+        "class Qwen2PreTrainedModel:\n    tag = 'qwen2'\n\n\n"
+        "class Qwen2TextLayer(LlamaLayer):\n    pass\n\n\nclass Qwen2TextModel(LlamaModel, Qwen2PreTrainedModel):\n    pass\n"
+    )
+    text = convert(tmp_path, child, parent)
+    assert "class Qwen2TextModel(Qwen2PreTrainedModel):" in text
+    namespace: dict = {}
+    exec(text, namespace)  # noqa: S102
+    assert namespace["Qwen2TextModel"]().tag == "qwen2"
+
+
+def convert_files(tmp_path: Path, child: str, parents: dict[str, str]) -> dict[str, str]:
+    """{output file name: text} for a child of llama whose modules are `parents` ({file name: source})."""
+    for name, source in parents.items():
+        (tmp_path / "generated" / "llama").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "generated" / "llama" / name).write_text(textwrap.dedent(source))
+    path = tmp_path / "modular" / "qwen2" / "modular_qwen2.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(child))
+    outputs = convert_file(path, Layout(tmp_path / "modular", tmp_path / "generated"))
+    return {out.name: text for out, text in outputs.items()}
+
+
+def test_the_pil_image_processor_file_repeats_what_it_shares_with_the_torch_one(tmp_path):
+    # HF 5.x (llava_onevision, rt_detr, lightglue, ...): `Qwen2ImageProcessorKwargs` is written into both
+    # image_processing files; the PIL backend's file does not import the torch one (it was imported from it)
+    parents = {
+        "image_processing_llama.py": "class LlamaImageProcessorKwargs(dict):\n    size = 1\n\n\n"
+        "class LlamaImageProcessor:\n    valid_kwargs = LlamaImageProcessorKwargs\n",
+        "image_processing_pil_llama.py": "from .image_processing_llama import LlamaImageProcessorKwargs\n\n\n"
+        "class LlamaImageProcessorPil:\n    valid_kwargs = LlamaImageProcessorKwargs\n",
+    }
+    child = (
+        "from generated.llama.image_processing_llama import LlamaImageProcessor, LlamaImageProcessorKwargs\n"
+        "from generated.llama.image_processing_pil_llama import LlamaImageProcessorPil\n\n\n"
+        "class Qwen2ImageProcessorKwargs(LlamaImageProcessorKwargs):\n    size = 2\n\n\n"
+        "class Qwen2ImageProcessor(LlamaImageProcessor):\n    pass\n\n\n"
+        "class Qwen2ImageProcessorPil(LlamaImageProcessorPil):\n    pass\n"
+    )
+    files = convert_files(tmp_path, child, parents)
+    pil, torch_file = files["image_processing_pil_qwen2.py"], files["image_processing_qwen2.py"]
+    assert "class Qwen2ImageProcessorKwargs(dict)" in pil and "class Qwen2ImageProcessorKwargs(dict)" in torch_file
+    assert "from .image_processing_qwen2" not in pil
+
+
+def test_video_processor_kwargs_go_to_the_video_processing_file(tmp_path):
+    # HF 5.x (molmo2, minicpm_ocr, embedding_gemma2, ...): `XVideoProcessorKwargs` beside the video processor
+    # that reads them (it went to processing, and video_processing imported it from there)
+    parents = {"video_processing_llama.py": "class LlamaVideoProcessor:\n    fps = 1\n"}
+    child = (
+        "from generated.llama.video_processing_llama import LlamaVideoProcessor\n\n\n"
+        "class Qwen2VideoProcessorKwargs(dict):\n    fps = 2\n\n\n"
+        "class Qwen2VideoProcessor(LlamaVideoProcessor):\n    valid_kwargs = Qwen2VideoProcessorKwargs\n"
+    )
+    files = convert_files(tmp_path, child, parents)
+    assert list(files) == ["video_processing_qwen2.py"]
+    assert "class Qwen2VideoProcessorKwargs(dict)" in files["video_processing_qwen2.py"]

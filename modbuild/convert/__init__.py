@@ -146,7 +146,7 @@ def split_by_kind(
         if kind in (hand_written or {}) and names <= hand_written[kind]:
             owner |= {u.uid: kind for u in roots}  # imported from the hand-written module, not written over it
             continue
-        units, crossing = ns.closure(roots, stop=set(owner), kind=kind)
+        units, crossing = ns.closure(roots, stop=_importable(owner, kind), kind=kind)
         cross: dict[str, list[str]] = {}
         for name, uid in sorted(crossing.items()):
             cross.setdefault(owner[uid], []).append(name)
@@ -156,6 +156,16 @@ def split_by_kind(
         emitted |= {u.uid for u in units}
         owner |= {u.uid: kind for u in units if not u.is_import and (u.is_class or kind == "configuration")}
     return files
+
+
+SELF_CONTAINED = {"image_processing_pil": "image_processing"}  # HF 5.x: the PIL backend's file imports no torch
+
+
+def _importable(owner: dict[int, str], kind: str) -> set[int]:
+    """The units a file of `kind` imports from an earlier file rather than repeating them: all of them, except that
+    an `image_processing_pil` file imports nothing from the torch `image_processing` file (HF 5.x writes
+    `XImageProcessorKwargs` into both, and neither file imports the other)."""
+    return {uid for uid, k in owner.items() if SELF_CONTAINED.get(kind) != k}
 
 
 def _named_kind(node: cst.CSTNode) -> str | None:

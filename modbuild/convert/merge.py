@@ -16,7 +16,7 @@ import libcst as cst
 from modbuild.convert import supercall
 from modbuild.convert.hoist import hoist
 from modbuild.convert.nodes import find_all, is_docstring, is_name, is_super_call, single, strip_docstring
-from modbuild.convert.source import ConvertError, Member, ModularWarning
+from modbuild.convert.source import ConvertError, Member, ModularWarning, common_suffix
 
 
 def _attribute_error(node: cst.CSTNode | None) -> bool:
@@ -106,16 +106,17 @@ class ClassMerger:
         `Base.f(...)` (HF's way to skip the parent's method) is dropped."""
         bases: list[cst.Arg] = []
         merged = iter(parents)
-        for arg in child.bases:
+        flattened = [
+            isinstance(arg.value, cst.Name) and arg.value.value in own
+            or isinstance(arg.value, cst.Attribute) and _code(arg.value) in own
+            for arg in child.bases
+        ]
+        extras = [a for a, f in zip(child.bases, flattened) if not f and is_name(a.value) and _code(a.value) not in drop]
+        for arg, is_flattened in zip(child.bases, flattened):
             if _code(arg.value) in drop:
                 continue
-            if (
-                isinstance(arg.value, cst.Name)
-                and arg.value.value in own
-                or isinstance(arg.value, cst.Attribute)
-                and _code(arg.value) in own
-            ):
-                bases += next(merged).node.bases
+            if is_flattened:
+                bases += [_switched(base, extras) for base in next(merged).node.bases]
             else:
                 bases.append(arg)
         seen, out = set(), []
@@ -355,6 +356,18 @@ def _is_property(node: cst.BaseStatement) -> bool:
 
 def _code(node: cst.CSTNode) -> str:
     return cst.Module([]).code_for_node(node)
+
+
+def _switched(base: cst.Arg, extras: list[cst.Arg]) -> cst.Arg:
+    """A base of the flattened parent that an extra base of the child's shares a word-starting suffix with is that
+    base (HF: `class CohereCompassTextModel(Qwen3VLTextModel, CohereCompassPreTrainedModel)` puts
+    `CohereCompassPreTrainedModel` where the parent's renamed `CohereCompassTextPreTrainedModel` was)."""
+    if is_name(base.value):
+        for extra in extras:
+            suffix = common_suffix(base.value.value, extra.value.value)
+            if suffix and suffix[0].isupper():
+                return base.with_changes(value=extra.value)
+    return base
 
 
 def _header_deps(parent: ParentClass) -> set[str]:

@@ -11,7 +11,15 @@ from pathlib import Path
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
-from modbuild.convert.source import ConvertError, ModularWarning, SourceModule, Unit, load_source, read_with
+from modbuild.convert.source import (
+    ConvertError,
+    ModularWarning,
+    SourceModule,
+    Unit,
+    common_suffix,
+    load_source,
+    read_with,
+)
 from modbuild.layout import Layout, kind_order
 from modbuild.naming import Prefix, PrefixError, Renamer, infer_prefixes
 
@@ -200,14 +208,6 @@ def _check_symbols(child: SourceModule, imports: ParentImports, parent: Parent) 
         imports.symbols[local] = (model, actual)
 
 
-def _common_suffix(a: str, b: str) -> str:
-    """HF's `common_partial_suffix`: the longest common tail, unless it is all of either name."""
-    n = 0
-    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return "" if n in (len(a), len(b)) else a[len(a) - n :]
-
-
 def _parent_wide_prefix(pairs: list[tuple[str, str]], prefix: Prefix, parent: Parent) -> Prefix:
     """The prefix a parent's names take in the child: the one most of the child's classes flattening that parent's
     classes put in place of the parent's (`AriaText` for `AriaTextModel(LlamaModel)`,
@@ -216,7 +216,7 @@ def _parent_wide_prefix(pairs: list[tuple[str, str]], prefix: Prefix, parent: Pa
     (`LlamaText`) names a class of the parent is not used (it would collide)."""
     votes: Counter[str] = Counter()
     for name, base in pairs:
-        suffix = _common_suffix(name, base)
+        suffix = common_suffix(name, base)
         head = name.replace(suffix, "") if suffix and suffix[0].isupper() else prefix.camel
         if len(head) < len(prefix.camel) and prefix.camel in name:
             head = prefix.camel

@@ -273,6 +273,14 @@ def parse_source(path: Path, code: str) -> SourceModule:
     return source
 
 
+def common_suffix(a: str, b: str) -> str:
+    """HF's `common_partial_suffix`: the longest common tail of two names, unless it is all of either."""
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return "" if n in (len(a), len(b)) else a[len(a) - n :]
+
+
 KERNEL = "use_kernel_func_from_hub"  # HF 5.x: `use_kernel_func_from_hub(...)`, `..._with_fallback(...)`
 
 
