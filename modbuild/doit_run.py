@@ -10,6 +10,7 @@ instead of a traceback and exits 128 + the signal number, as a shell does (130 f
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -60,7 +61,45 @@ def _end_workers() -> None:
             child.join()
 
 
+def planned_tp_models(control, dep_manager, always: bool) -> list[str]:
+    """The models whose TP checks (`verify:<m>:tp2`, `verify:<m>:train-tp2`) this run will run: selected (with
+    everything they depend on) and not up to date, in doit's order. Nothing runs yet; doit computes the same
+    status again before each task."""
+    from modbuild.verify import TP_CHECKS
+
+    selected, stack = set(), list(control.selected_tasks)
+    while stack:
+        name = stack.pop()
+        if name not in selected:
+            selected.add(name)
+            stack.extend(control.tasks[name].task_dep)
+    models: list[str] = []
+    for name, task in control.tasks.items():
+        kind, _, rest = name.partition(":")
+        model, _, check = rest.rpartition(":")
+        if kind != "verify" or check not in TP_CHECKS or name not in selected or model in models:
+            continue
+        if always or dep_manager.get_status(task, control.tasks).status != "up-to-date":
+            models.append(model)
+    return models
+
+
 class Run(DoitRun):
+    @functools.wraps(DoitRun._execute)  # doit passes the options that this signature names
+    def _execute(self, outfile, **options):
+        """Name the run's TP checks before any task runs (the `-n N` workers inherit the environment), so that
+        their requests are queued in the TP pool together (`modbuild.verify.tp_run.PLAN_ENV`)."""
+        from doit.control import TaskControl
+
+        from modbuild.verify.tp_run import PLAN_ENV
+
+        control = TaskControl(self.task_list, auto_delayed_regex=options.get("auto_delayed_regex", False))
+        control.process(self.sel_tasks)
+        os.environ[PLAN_ENV] = ",".join(planned_tp_models(control, self.dep_manager, options.get("always", False)))
+        for task in self.task_list:  # parsed again by doit's own TaskControl: a parsed task hides the names after it
+            task.options = None
+        return super()._execute(outfile, **options)
+
     def execute(self, params, args):
         os.register_at_fork(after_in_child=_in_worker)
         signal.signal(signal.SIGTERM, stop)

@@ -195,16 +195,20 @@ def verify_tasks(
 ):
     """One subtask per model and check; a check reruns when the model's generated files change. With `shard`
     ("K/N"), only the models of the K-th of N shards (`modbuild.shard`)."""
-    from modbuild.verify import CHECKS
+    from modbuild.verify import CHECKS, TP_CHECKS
 
     check_model_name(project, model)
     bounds = {k: v for k, v in (("logits", atol), ("grads_rel", rtol)) if v}
     reals = real_weights(project)
     chosen = sharded(project, reals, shard, model)
     names = [n for n in project.build_order() if (not model or n == model) and (chosen is None or n in chosen)]
-    # The real-weights checks are the longest by far: listed first, `doit -n N` starts them first and the short
-    # checks fill the other workers meanwhile, instead of one long check running alone at the end.
-    order = [(n, "real") for n in names if n in reals] + [(n, c) for n in names for c in CHECKS]
+    # The first TP check starts the run's TP pool, which queues the TP requests of every model in the run
+    # (`tp_run.PLAN_ENV`) and works through them on its own: listed first, the other TP checks last, by when their
+    # answers are mostly there. The real-weights checks are the longest others: next, so that `doit -n N` starts
+    # them early and the short checks fill the other workers meanwhile.
+    tp = [(n, c) for n in names for c in CHECKS if c in TP_CHECKS]
+    others = [(n, c) for n in names for c in CHECKS if c not in TP_CHECKS]
+    order = tp[:1] + [(n, "real") for n in names if n in reals] + others + tp[1:]
     for name, check in order:
         deps = [str(p) for p in project.outputs(name) if p.suffix == ".py"] + VERIFY_SOURCES
         if project.spec_file(name).exists():  # else the check fails, saying the spec is missing

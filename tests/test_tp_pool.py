@@ -7,6 +7,7 @@ starts in all (~15 s each, mostly imports)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from modbuild.verify.tp_run import PLAN_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +29,11 @@ from modbuild.verify.tp_run import TPCheckError, _models_root, pool_request
 def launcher():
     return _running(pool_dir(owner_process(), _models_root()))
 
-for model in ["llama", "qwen2", "nosuchmodel", "llama", "edit llama", "llama"]:
+def answers(model):  # the answers of the run's pools to requests for `model`, read by their clients
+    used = (pool_dir(owner_process(), _models_root()) / "results").glob("*.used")
+    return sorted(p.stem for p in used if json.loads(p.read_text())["result"]["model"] == model)
+
+for model in ["llama", "qwen2", "nosuchmodel", "llama", "edit llama", "llama", "bert"]:
     if model.startswith("edit "):  # a model file edited while the pool holds the old one
         path = _models_root() / "generated" / "llama" / "modeling_llama.py"
         path.write_text(path.read_text() + "\\n# edited\\n")
@@ -36,6 +43,7 @@ for model in ["llama", "qwen2", "nosuchmodel", "llama", "edit llama", "llama"]:
     except TPCheckError as exc:
         row = {"model": model, "error": str(exc)}
     row["launcher"], row["owner"], row["root"] = launcher(), owner_process(), str(_models_root())
+    row["answers"] = answers(model)
     print(json.dumps(row), flush=True)
 """
 
@@ -45,14 +53,22 @@ def run(tmp_path_factory):
     """The requests of one owner, on a copy of the tree's generated models and specs."""
     tree = tmp_path_factory.mktemp("tp_pool")
     shutil.copytree(ROOT / "generated", tree / "generated", ignore=shutil.ignore_patterns("__pycache__"))
-    for model in ("llama", "qwen2"):
+    for model in ("llama", "qwen2", "bert"):
         shutil.copytree(ROOT / "modular" / model, tree / "modular" / model)
+    # As in a `doit` run whose plan names bert's TP check: the first request queues bert's
+    env = {**os.environ, PLAN_ENV: "bert"}
     done = subprocess.run(
-        [sys.executable, "-c", OWNER, str(tree)], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-c", OWNER, str(tree)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
     )
     ended = time.monotonic()
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(rows) == 5, done.stdout + done.stderr
+    assert len(rows) == 6, done.stdout + done.stderr
     assert rows[0]["root"] == str(tree)
     return rows, ended
 
@@ -64,7 +80,7 @@ def test_one_launch_serves_several_models(run):
 
 
 def test_a_failing_model_fails_its_request_only_and_the_pool_restarts(run):
-    (first, _, broken, again, _), _ = run
+    (first, _, broken, again, *_), _ = run
     assert "error" in broken and "nosuchmodel" in broken["error"] and "rank" in broken["error"]
     assert again["logits"] == first["logits"]  # the same sources, the same result
     assert again["launcher"] != first["launcher"]  # a new pool
@@ -73,8 +89,16 @@ def test_a_failing_model_fails_its_request_only_and_the_pool_restarts(run):
 def test_a_pool_that_holds_other_sources_is_not_used(run):
     """The model's file changed after the pool imported it: the answer from the old code is dropped, the pool
     replaced, and the request answered by a pool that loaded the edited file."""
-    (*_, before, after), _ = run
+    (*_, before, after, _), _ = run
     assert "logits" in after and after["launcher"] != before["launcher"]
+
+
+def test_a_queued_request_is_answered_once_and_taken_by_its_client(run):
+    """bert's request, queued by the run's first request, was computed by the first pool before the pools that
+    followed it were started; bert's own request later took that answer instead of asking again."""
+    (*_, bert), _ = run
+    assert bert["logits"] <= 1e-5
+    assert bert["answers"] == ["queued-bert-tp2"]  # one answer for bert in the whole run: the queued one
 
 
 def test_nothing_outlives_the_owner(run):

@@ -10,8 +10,13 @@ The pool directory (one per run: the owning process and the models tree; see `po
     requests/<t>-<id>.json a client's request, written atomically
     taken/<n>.json         rank 0's n-th pick (a request, or {"stop": why}); rank 1 follows the same order
     results/<id>.json      rank 0's answer: {"result": ..., "seconds": compute time, "key": sources}
+    results/<id>.used      the answer once its client has read it
+    queued                 written once the run's requests were queued ahead (`enqueue`)
     results/<id>.error<r>  rank r's traceback when the request failed there
     logs/                  the launcher's and the ranks' logs
+
+A run can queue its requests ahead (`enqueue`, once per pool): each gets the id its client will ask for, and
+`submit(..., queued=id)` then waits for that answer instead of asking again.
 
 A request that fails in a rank (an exception, or a crash) is that request's error: the rank writes its traceback
 and exits, the client stops what is left of the pool, and the next request starts a new one. The pool stops
@@ -175,15 +180,20 @@ def submit(
     timeout: float = 600,
     idle: float = IDLE,
     env: Mapping[str, str] | None = None,
+    queued: str | None = None,
 ) -> dict:
     """Run `request` in this run's pool (started if need be) and return rank 0's answer
-    ``{"result", "seconds", "key"}``. Raises PoolError when it failed in a rank or took over `timeout` s."""
+    ``{"result", "seconds", "key"}``; with `queued`, the answer to that request queued ahead (`enqueue`) when it
+    is still to come. Raises PoolError when it failed in a rank or took over `timeout` s."""
     owner = owner_process()
     folder = pool_dir(owner, models_root)
-    rid = uuid.uuid4().hex
     deadline = time.monotonic() + timeout
     launcher = ensure_pool(folder, script, owner, idle, env or {})
-    atomic_write(folder / "requests" / f"{time.time_ns()}-{rid}.json", json.dumps({**request, "id": rid}))
+    if queued is not None and _waiting(folder, queued):
+        rid = queued
+    else:
+        rid = uuid.uuid4().hex
+        _write_request(folder, {**request, "id": rid})
     while True:
         answer = _answer(folder, rid, launcher)
         if answer is not None:
@@ -203,6 +213,42 @@ def submit(
         time.sleep(POLL)
 
 
+def enqueue(
+    script: Path, requests: list[dict], models_root: Path, idle: float = IDLE, env: Mapping[str, str] | None = None
+) -> None:
+    """Queue `requests` (each with its own "id") in this run's pool, started if need be; once per pool, so that a
+    later call (from any worker) queues nothing again."""
+    import fcntl
+
+    owner = owner_process()
+    folder = pool_dir(owner, models_root)
+    ensure_pool(folder, script, owner, idle, env or {})
+    with open(folder / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / "queued").exists():
+            return
+        for request in requests:
+            _write_request(folder, request)
+        atomic_write(folder / "queued", "")
+
+
+def _write_request(folder: Path, request: dict) -> None:
+    atomic_write(folder / "requests" / f"{time.time_ns()}-{request['id']}.json", json.dumps(request))
+
+
+def _waiting(folder: Path, rid: str) -> bool:
+    """Request `rid` is queued, running or answered, and its answer not read yet."""
+    if (folder / "results" / f"{rid}.used").exists():
+        return False
+    if (folder / "results" / f"{rid}.json").exists() or list((folder / "requests").glob(f"*-{rid}.json")):
+        return True
+    for path in (folder / "taken").glob("*.json"):  # taken/ holds only the running pool's picks
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("id") == rid:
+                return not list((folder / "results").glob(f"{rid}.error*"))
+    return False
+
+
 def _what(request: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in request.items() if k not in ("id", "key"))
 
@@ -211,7 +257,7 @@ def _answer(folder: Path, rid: str, launcher: tuple[int, int]) -> dict | None:
     done = folder / "results" / f"{rid}.json"
     if done.is_file():
         answer = json.loads(done.read_text())
-        done.unlink()
+        done.replace(done.with_suffix(".used"))
         return answer
     errors = sorted((folder / "results").glob(f"{rid}.error*"))
     if not errors:

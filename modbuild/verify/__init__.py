@@ -13,6 +13,7 @@ from modbuild.verify.record import Record, first_line
 
 # every model; `real` too for a model with real weights
 CHECKS = ("modular", "hf", "paddlenlp", "tp2", "train", "train-tp2")
+TP_CHECKS = ("tp2", "train-tp2")  # both answered by one request to the run's TP pool (`tp_run`)
 TRAIN_CHECKS = ("train", "train-tp2")  # also written to reports/train.md, with loss plots in reports/train/
 
 

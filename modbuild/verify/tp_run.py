@@ -10,6 +10,7 @@ measured numbers only; whether they are good enough is decided by the ``tp2`` re
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -51,6 +52,31 @@ def _models_root() -> Path:
     return Path(generated.__file__).resolve().parent.parent
 
 
+PLAN_ENV = "MODBUILD_TP_PLAN"  # the models whose TP checks this doit run runs, in its order (modbuild/doit_run.py)
+
+
+def pool_mode(model: str) -> str:
+    """A causal LM's request is for both TP checks; a masked LM (BERT) has the tp2 check only."""
+    from modbuild.verify.specs import spec
+
+    return "both" if spec(model).causal else "tp2"
+
+
+def _queued_id(model: str, mode: str) -> str:
+    return f"queued-{model}-{mode}"
+
+
+def _queue_plan(extra_env: Mapping[str, str] | None) -> list[str]:
+    """Queue the TP requests of every model in this run's plan (once per run: `pool.enqueue`); the plan's models."""
+    from modbuild.tp.pool import enqueue
+
+    plan = [model for model in os.environ.get(PLAN_ENV, "").split(",") if model]
+    if plan:
+        requests = [{"model": m, "mode": pool_mode(m), "id": _queued_id(m, pool_mode(m))} for m in plan]
+        enqueue(WORKER, requests, _models_root(), env=extra_env)
+    return plan
+
+
 def run_tp_checks(model: str, timeout: float = 600, extra_env: Mapping[str, str] | None = None) -> dict:
     """Both TP checks of ``generated.<model>`` as one request to this run's TP pool (started by the first):
     ``{"tp2": run_tp2's dict, "train-tp2": run_train_tp2's dict}``."""
@@ -62,15 +88,22 @@ def pool_request(
 ) -> dict:
     """One request (`mode`: ``both``, or ``tp2`` for the check alone) to this run's TP pool. The answer is used
     only when it was computed from the sources this process sees (`tp_results.sources_key`); a pool holding
-    other code or model files is stopped and the request goes to a new one."""
+    other code or model files is stopped and the request goes to a new one.
+
+    In a `doit` run, the first request also queues those of every model in the run's plan (`PLAN_ENV`), so that
+    the pool works through them while the doit workers run the other checks; a model's request then takes the
+    answer to its queued one."""
     from modbuild.tp.pool import PoolError, stop_tree, submit
     from modbuild.verify.profile import add_remote
     from modbuild.verify.tp_results import sources_key
 
     key = sources_key(model)
+    queued = _queued_id(model, mode) if model in _queue_plan(extra_env) else None
     for _ in range(2):
         try:
-            answer = submit(WORKER, {"model": model, "mode": mode}, _models_root(), timeout, env=extra_env)
+            answer = submit(
+                WORKER, {"model": model, "mode": mode}, _models_root(), timeout, env=extra_env, queued=queued
+            )
         except PoolError as exc:
             raise TPCheckError(f"TP checks of {model} failed in the pool: {exc}") from None
         add_remote(answer["seconds"])

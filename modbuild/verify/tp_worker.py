@@ -417,11 +417,19 @@ def worker(cases: list[Case]) -> dict:
     }
 
 
+def check(model: str) -> dict:
+    """The tp2 check of `model`: its case's dict with the self-test's."""
+    result = worker([Case(model)])
+    return {
+        **result["cases"][0],
+        "gloo_shim": result["gloo_shim"],
+        "collectives_max_abs": result["collectives_max_abs"],
+    }
+
+
 def both(model: str) -> dict:
     """Both TP checks of `model`: ``{"tp2": the check's dict with the self-test, "train-tp2": train mode's}``."""
-    check = worker([Case(model)])
-    tp2 = {**check["cases"][0], "gloo_shim": check["gloo_shim"], "collectives_max_abs": check["collectives_max_abs"]}
-    return {"tp2": tp2, "train-tp2": train_worker(model)}
+    return {"tp2": check(model), "train-tp2": train_worker(model)}
 
 
 def serve(folder: str, owner: str, idle: float) -> int:
@@ -439,7 +447,7 @@ def serve(folder: str, owner: str, idle: float) -> int:
         model = request["model"]
         if model not in models:
             models[model] = tp_results.model_digest(model)
-        modes = {"both": both, "tp2": lambda m: worker([Case(m)])["cases"][0]}
+        modes = {"both": both, "tp2": check}
         if request.get("mode") not in modes:
             raise ValueError(f"unknown pool request mode {request.get('mode')!r} (one of {', '.join(modes)})")
         return modes[request["mode"]](model), tp_results.combine(code, models[model])
