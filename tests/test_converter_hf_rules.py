@@ -268,3 +268,53 @@ def test_video_processor_kwargs_go_to_the_video_processing_file(tmp_path):
     files = convert_files(tmp_path, child, parents)
     assert list(files) == ["video_processing_qwen2.py"]
     assert "class Qwen2VideoProcessorKwargs(dict)" in files["video_processing_qwen2.py"]
+
+
+def test_a_class_under_another_name_has_its_own_name_in_the_inherited_strings(tmp_path):
+    # HF (4.55 aria): `class Qwen2PreTrainedModel(LlamaPreTrainedModel)` in a child whose llama names take the
+    # prefix Qwen2Text: the inherited `_no_split_modules = ["Qwen2TextLayer"]` reads "Qwen2Layer" (the class's own
+    # prefix), as HF renames strings and comments of a class flattened under a name its parent's does not give
+    parent = "class LlamaPreTrainedModel:\n    _no_split_modules = ['LlamaLayer']  # LlamaLayer blocks\n\n\n" + LAYERS
+    child = (
+        "from generated.llama.modeling_llama import LlamaLayer, LlamaModel, LlamaPreTrainedModel\n\n\n"
+        "class Qwen2PreTrainedModel(LlamaPreTrainedModel):\n    pass\n\n\n"
+        "class Qwen2TextLayer(LlamaLayer):\n    pass\n\n\nclass Qwen2TextModel(LlamaModel):\n    pass\n"
+    )
+    text = convert(tmp_path, child, parent)
+    assert "_no_split_modules = [\"Qwen2Layer\"]  # Qwen2Layer blocks" in text
+
+
+BLOCKS = """
+from torch import nn
+
+from tools import GradientCheckpointingLayer, ProcessorMixin
+
+
+class LlamaBlock(nn.Module):
+    pass
+
+
+class LlamaLayer(GradientCheckpointingLayer):
+    pass
+
+
+class LlamaFeatures(ProcessorMixin):
+    pass
+"""
+
+
+def test_gradient_checkpointing_layer_stands_for_nn_module_among_the_bases(tmp_path):
+    # HF 5.x (sam2, glm4_moe_lite and their children): a child's GradientCheckpointingLayer takes the place of the
+    # parent's nn.Module, a child's nn.Module beside the parent's GradientCheckpointingLayer goes; and a child's
+    # base that ends with the parent's base's name (`OmniProcessorMixin`) takes its place (embedding_gemma2)
+    child = (
+        "from torch import nn\n\nfrom generated.llama.modeling_llama import LlamaBlock, LlamaFeatures, LlamaLayer\n"
+        "from tools import GradientCheckpointingLayer, OmniProcessorMixin\n\n\n"
+        "class Qwen2Block(LlamaBlock, GradientCheckpointingLayer):\n    pass\n\n\n"
+        "class Qwen2Layer(LlamaLayer, nn.Module):\n    pass\n\n\n"
+        "class Qwen2Features(OmniProcessorMixin, LlamaFeatures):\n    pass\n"
+    )
+    text = convert(tmp_path, child, BLOCKS)
+    assert "class Qwen2Block(GradientCheckpointingLayer):" in text
+    assert "class Qwen2Layer(GradientCheckpointingLayer):" in text
+    assert "class Qwen2Features(OmniProcessorMixin):" in text

@@ -7,6 +7,7 @@ definitions reach is emitted.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -16,11 +17,20 @@ from libcst.helpers import get_full_name_for_node
 from modbuild.convert import supercall
 from modbuild.convert.merge import ClassMerger, ParentClass
 from modbuild.convert.nodes import class_body, find_all, is_docstring, is_name
-from modbuild.convert.rename import rename_node, replace_names
+from modbuild.convert.rename import rename_node, rename_strings, replace_names
 from modbuild.convert.resolve import Parent, ParentImports
-from modbuild.convert.source import ConvertError, InternalError, Member, SourceModule, Unit, member_key, split_import
+from modbuild.convert.source import (
+    ConvertError,
+    InternalError,
+    Member,
+    SourceModule,
+    Unit,
+    common_suffix,
+    member_key,
+    split_import,
+)
 from modbuild.layout import kind_of_class
-from modbuild.naming import Prefix
+from modbuild.naming import Prefix, Renamer
 
 
 class Placement(NamedTuple):
@@ -318,7 +328,8 @@ class Namespace:
                     self.child.path, unit.line, f"'{original}' is not a class of model '{parent.model}'"
                 )
             aliases = {**self.aliases, **self.class_aliases.get(node.name.value, {})}
-            parents.append(self._renamed_class(parent, *located, aliases))
+            renamed = self._renamed_class(parent, *located, aliases)
+            parents.append(_own_name_in_strings(renamed, node.name.value, parent.renamed(original)))
         members = [Member(mem.key, mem.node, self._out(mem.deps), mem.text) for mem in unit.members]
         own = {cst.Module([]).code_for_node(arg.value) for arg, _ in found}
         merged = self.merger.merge(node, members, parents, own)
@@ -450,6 +461,27 @@ class Namespace:
                 elif target.uid not in seen:
                     todo.append(target)
         return list(seen.values()), crossing
+
+
+def _own_name_in_strings(parent: ParentClass, name: str, renamed: str) -> ParentClass:
+    """A class flattening a parent class under another name (`AriaPreTrainedModel(LlamaPreTrainedModel)`, whose
+    parent renames to `AriaTextPreTrainedModel`) has its own name's head in the inherited strings, docstrings and
+    comments: `"AriaTextDecoderLayer"` reads `"AriaDecoderLayer"` there (HF's rule)."""
+    if name == renamed:
+        return parent
+    suffix = common_suffix(name, renamed)
+    old, new = renamed.replace(suffix, "") if suffix else renamed, name.replace(suffix, "") if suffix else name
+    if not old or not new:
+        return parent
+    renamer = Renamer(Prefix(_snake(old), old), Prefix(_snake(new), new))
+    node = rename_strings(parent.node, renamer)
+    members = [Member(m.key, new_node, m.deps, m.text) for m, new_node in zip(parent.members, class_body(node))]
+    return ParentClass(node, members, parent.origin)
+
+
+def _snake(camel: str) -> str:
+    """HF's `get_lowercase_name`: `AriaText` -> `aria_text`."""
+    return "_".join(part.lower() for part in re.findall(r"[A-Z][^A-Z]*", camel)) or camel.lower()
 
 
 def _class_head(name: str, parent: Parent, original: str) -> str | None:

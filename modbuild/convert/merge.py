@@ -111,7 +111,7 @@ class ClassMerger:
             or isinstance(arg.value, cst.Attribute) and _code(arg.value) in own
             for arg in child.bases
         ]
-        extras = [a for a, f in zip(child.bases, flattened) if not f and is_name(a.value) and _code(a.value) not in drop]
+        extras = [a for a, f in zip(child.bases, flattened) if not f and _code(a.value) not in drop]
         for arg, is_flattened in zip(child.bases, flattened):
             if _code(arg.value) in drop:
                 continue
@@ -120,7 +120,7 @@ class ClassMerger:
             else:
                 bases.append(arg)
         seen, out = set(), []
-        for arg in bases:
+        for arg in _without_plain_module(bases, extras):
             if (key := _code(arg.value)) not in seen:
                 seen.add(key)
                 out.append(arg.with_changes(comma=cst.MaybeSentinel.DEFAULT))
@@ -358,16 +358,33 @@ def _code(node: cst.CSTNode) -> str:
     return cst.Module([]).code_for_node(node)
 
 
+CHECKPOINTING = "GradientCheckpointingLayer"  # HF's layer base: an `nn.Module`, and HF takes it for one
+
+
 def _switched(base: cst.Arg, extras: list[cst.Arg]) -> cst.Arg:
-    """A base of the flattened parent that an extra base of the child's shares a word-starting suffix with is that
-    base (HF: `class CohereCompassTextModel(Qwen3VLTextModel, CohereCompassPreTrainedModel)` puts
-    `CohereCompassPreTrainedModel` where the parent's renamed `CohereCompassTextPreTrainedModel` was)."""
-    if is_name(base.value):
-        for extra in extras:
-            suffix = common_suffix(base.value.value, extra.value.value)
-            if suffix and suffix[0].isupper():
-                return base.with_changes(value=extra.value)
+    """A base of the flattened parent that an extra base of the child's stands for is that base (HF's rule): one
+    that shares a suffix starting a word with it (`class CohereCompassTextModel(Qwen3VLTextModel,
+    CohereCompassPreTrainedModel)` puts `CohereCompassPreTrainedModel` where `CohereCompassTextPreTrainedModel` was;
+    `OmniModalProcessorMixin` takes `ProcessorMixin`'s place), or `GradientCheckpointingLayer` for `nn.Module`."""
+    name = _code(base.value)
+    for extra in extras:
+        other = _code(extra.value)
+        if name == "nn.Module" and other.rpartition(".")[2] == CHECKPOINTING:
+            return base.with_changes(value=extra.value)
+        if not (is_name(base.value) and is_name(extra.value)):
+            continue
+        suffix = name if other.endswith(name) and len(other) > len(name) else common_suffix(name, other)
+        if suffix and suffix[0].isupper():
+            return base.with_changes(value=extra.value)
     return base
+
+
+def _without_plain_module(bases: list[cst.Arg], extras: list[cst.Arg]) -> list[cst.Arg]:
+    """A child's extra `nn.Module` base beside the parent's `GradientCheckpointingLayer` (one already) goes (HF)."""
+    if not any(_code(b.value).rpartition(".")[2] == CHECKPOINTING for b in bases):
+        return bases
+    plain = {id(e) for e in extras if _code(e.value) == "nn.Module"}
+    return [b for b in bases if id(b) not in plain]
 
 
 def _header_deps(parent: ParentClass) -> set[str]:

@@ -111,6 +111,13 @@ def _visit(node: cst.CSTNode, renamer: Renamer, keep: Collection[str], text: str
     return node.visit(_Rename(renamer.identifier, renamer.string, keep, renamer.identifier))
 
 
+def rename_strings(node: cst.CSTNode, renamer: Renamer) -> cst.CSTNode:
+    """Rename inside strings, docstrings and comments only (identifiers stay)."""
+    if renamer.old == renamer.new:
+        return node
+    return node.visit(_Rename(lambda n: n, renamer.string, (), renamer.identifier))
+
+
 def replace_names(node: cst.CSTNode, mapping: Mapping[str, str]) -> cst.CSTNode:
     """Replace exactly the given identifiers (the child's references to imported parent names)."""
     if not mapping:
