@@ -41,6 +41,21 @@ def test_corrupt_gguf_names_the_file(tmp_path: Path, content: bytes):
         gguf_architecture(path)
 
 
+def test_one_reader_per_gguf_file_inside_the_conversion(tmp_path: Path):
+    """transformers asks for a reader of the same file four times during a conversion: it gets one, parsed once;
+    another file gets its own, and outside the block every call parses again."""
+    import gguf
+
+    from modbuild.weights.gguf import one_reader_per_file
+
+    first, second = _gguf(tmp_path / "a.gguf", "llama"), _gguf(tmp_path / "b.gguf", "llama")
+    with one_reader_per_file():
+        reader = gguf.GGUFReader(first)
+        assert gguf.GGUFReader(str(first)) is reader
+        assert gguf.GGUFReader(second) is not reader
+    assert gguf.GGUFReader(first) is not gguf.GGUFReader(first)
+
+
 def test_missing_gguf_names_the_file(tmp_path: Path):
     with pytest.raises(WeightsError, match=r"absent\.gguf: no such GGUF file"):
         gguf_architecture(tmp_path / "absent.gguf")
