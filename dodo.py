@@ -4,6 +4,7 @@ The tasks' actions live in modbuild/tasks.py. `doit` itself (the `run` command, 
 waits for another run in this tree and stops cleanly on SIGTERM; `doit list` does neither.
 """
 
+import os
 from pathlib import Path
 
 from doit import task_params
@@ -13,7 +14,8 @@ from modbuild.project import Project
 
 PROJECT = Project(Path(__file__).resolve().parent)
 
-DOIT_CONFIG = tasks.doit_config(PROJECT)
+# One worker per core unless `-n` says otherwise: independent models convert, and checks run, side by side.
+DOIT_CONFIG = tasks.doit_config(PROJECT, workers=len(os.sched_getaffinity(0)))
 
 
 @task_params([tasks.FORCE_PARAM])

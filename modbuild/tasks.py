@@ -341,9 +341,10 @@ def precision_task(project: Project) -> dict:
     }
 
 
-def doit_config(project: Project, verify: bool = True) -> dict:
+def doit_config(project: Project, verify: bool = True, workers: int = 0) -> dict:
     """DOIT_CONFIG for a tree's dodo.py. Parses the modular files first, so that a syntax error or an import
-    cycle is one line from doit (InvalidDodoFile), not a traceback."""
+    cycle is one line from doit (InvalidDodoFile), not a traceback. `workers`: doit's default `-n` (0: doit's own,
+    one process)."""
     from modbuild.doit_reporter import reporter_for
 
     try:
@@ -352,7 +353,7 @@ def doit_config(project: Project, verify: bool = True) -> dict:
         raise InvalidDodoFile(str(exc)) from None
     for line in project.misnamed() + project.orphans():  # on every doit command; `doit check` fails on them
         print(f"warning: {line}", file=sys.stderr)
-    return {
+    config = {
         "backend": "json",
         "dep_file": str(project.root / ".doit.db.json"),
         "default_tasks": ["convert", "render_graph"] + (["verify"] if verify else []),
@@ -361,3 +362,6 @@ def doit_config(project: Project, verify: bool = True) -> dict:
         # A model that fails to convert must not stop the models that do not depend on it.
         "continue": True,
     }
+    if workers:
+        config["num_process"] = workers
+    return config

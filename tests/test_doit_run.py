@@ -56,3 +56,28 @@ def test_the_plan_holds_the_selected_tp_checks_that_are_not_up_to_date(tmp_path)
 
     (tmp_path / "a.py").write_text("# a, edited\n")
     assert _plan(tasks, dep, ["verify"]) == ["a", "b"]
+
+
+def _threads_in_a_worker(queue) -> None:
+    from modbuild.verify.threads import check_threads
+
+    queue.put(check_threads())
+
+
+def test_a_check_runs_one_math_thread_beside_other_workers_or_the_tp_pool(monkeypatch):
+    """Two threads on a core another process holds spin: 8-14 s instead of 1 s for Paddle's 20 train steps."""
+    import multiprocessing
+    import os
+
+    from modbuild.verify.threads import check_threads
+    from modbuild.verify.tp_run import PLAN_ENV
+
+    monkeypatch.delenv(PLAN_ENV, raising=False)
+    assert check_threads() == len(os.sched_getaffinity(0))  # alone: every core
+    queue = multiprocessing.get_context("fork").Queue()
+    worker = multiprocessing.get_context("fork").Process(target=_threads_in_a_worker, args=(queue,))
+    worker.start()
+    worker.join()
+    assert queue.get(timeout=10) == 1  # a `doit -n N` worker
+    monkeypatch.setenv(PLAN_ENV, "llama")
+    assert check_threads() == 1  # a run whose TP pool works beside it

@@ -130,3 +130,20 @@ def test_a_broken_report_is_an_error_and_left_alone(project):
     with pytest.raises(ReportError, match=f"{path}: not a verify report"):
         save(project, record)
     assert path.read_text() == '{"records": ['
+
+
+def test_a_loss_plot_is_redrawn_only_when_its_curves_change(tmp_path):
+    """reports/train/<m>.png carries the key of what it shows; a rerun with the same curves leaves it alone."""
+    from modbuild.verify.train_report import plot
+
+    runs = json.loads((ROOT / "reports" / "train" / "qwen2.json").read_text())
+    png = tmp_path / "qwen2.png"
+    png.write_bytes(b"not this plot")  # a file without the key (an older plot, other code) is drawn over
+    plot(png, "qwen2: train", runs)
+    first = png.stat().st_mtime_ns, png.read_bytes()
+    assert first[1].startswith(b"\x89PNG")
+    plot(png, "qwen2: train", runs)
+    assert (png.stat().st_mtime_ns, png.read_bytes()) == first  # the same curves: not drawn again
+    runs[next(iter(runs))]["loss"][0] += 1e-3
+    plot(png, "qwen2: train", runs)
+    assert png.read_bytes() != first[1]

@@ -13,9 +13,11 @@ import os
 
 
 def check_threads() -> int:
-    """One in a `doit -n N` worker (a multiprocessing child: the other workers have the other cores), else the
-    cores this process may run on."""
-    if multiprocessing.parent_process() is not None:
+    """One in a `doit -n N` worker (a multiprocessing child: the other workers have the other cores) and in a run
+    whose TP pool works beside it (`tp_run.PLAN_ENV`), else the cores this process may run on."""
+    from modbuild.verify.tp_run import PLAN_ENV
+
+    if multiprocessing.parent_process() is not None or os.environ.get(PLAN_ENV):
         return 1
     return len(os.sched_getaffinity(0))
 
