@@ -88,7 +88,8 @@ def test_a_child_deprecation_decorator_keeps_the_parents_other_decorators(tmp_pa
 
 def test_a_deprecation_decorator_of_another_name_does_not_keep_the_parents(tmp_path):
     child = CHILD.replace("deprecate_kwarg(", "renamed_kwarg(").replace(
-        "import LlamaHead, LlamaModel, deprecate_kwarg", "import LlamaHead, LlamaModel\nfrom tools import renamed_kwarg"
+        "import LlamaHead, LlamaModel, deprecate_kwarg",
+        "import LlamaHead, LlamaModel\nfrom tools import renamed_kwarg",
     )
     text = convert(tmp_path, child)
     assert "@can_return_tuple" not in text.split("class Qwen2Model")[1].split("class Qwen2Head")[0]
@@ -281,7 +282,7 @@ def test_a_class_under_another_name_has_its_own_name_in_the_inherited_strings(tm
         "class Qwen2TextLayer(LlamaLayer):\n    pass\n\n\nclass Qwen2TextModel(LlamaModel):\n    pass\n"
     )
     text = convert(tmp_path, child, parent)
-    assert "_no_split_modules = [\"Qwen2Layer\"]  # Qwen2Layer blocks" in text
+    assert '_no_split_modules = ["Qwen2Layer"]  # Qwen2Layer blocks' in text
 
 
 BLOCKS = """
@@ -318,3 +319,98 @@ def test_gradient_checkpointing_layer_stands_for_nn_module_among_the_bases(tmp_p
     assert "class Qwen2Block(GradientCheckpointingLayer):" in text
     assert "class Qwen2Layer(GradientCheckpointingLayer):" in text
     assert "class Qwen2Features(OmniProcessorMixin):" in text
+
+
+REMOVABLE = """
+class LlamaLayer:
+    def forward(self, x):
+        return x
+
+    def pack(self, x):
+        return [x]
+
+    def legacy(self, x):
+        return -x
+
+    def mask(self, x):
+        return 0
+"""
+
+
+def test_a_method_is_a_removal_marker_as_hf_reads_one(tmp_path):
+    # HF's pattern on the method's source: `def` on one line after one blank line, `raise ...Error(` first in its
+    # body. HF 5.x jamba, deformable_detr: `raise NotImplementedError(...)` removes the parent's method (it was kept);
+    # moonshine, deepseek_vl: a docstring before the raise, or the class's first line right above the `def`, make
+    # it a member as written (it was removed)
+    child = (
+        "from generated.llama.modeling_llama import LlamaLayer\n\n\n"
+        "class Qwen2Layer(LlamaLayer):\n"
+        "    def forward(self, x):\n        raise AttributeError('first in the class: a member')\n\n"
+        "    def pack(self, x) -> list:\n        raise NotImplementedError('No need to inherit')\n\n"
+        "    def legacy(self, x):\n        '''Documented.'''\n        raise AttributeError('a member')\n\n"
+        "    def mask(self, x):\n        raise AttributeError('removed')\n"
+    )
+    text = convert(tmp_path, child, REMOVABLE)
+    namespace: dict = {}
+    exec(text, namespace)  # noqa: S102
+    members = vars(namespace["Qwen2Layer"])
+    assert "forward" in members and "legacy" in members
+    assert "pack" not in members and "mask" not in members
+
+
+def test_a_call_through_a_base_the_flattened_class_keeps_is_super(tmp_path):
+    # HF (gemma2 and its children, deepseek_v3, aimv2, ...): `nn.Module.__init__()` for the base the flattened class
+    # takes from its parent is `super().__init__()`; so is `nn.Module.__init__(self)` in a GradientCheckpointingLayer
+    # and `PreTrainedModel.__init__(self, config)` in a class based on a `...PreTrainedModel` (all were kept)
+    parent = (
+        "from torch import nn\n\nfrom tools import GradientCheckpointingLayer, PreTrainedModel\n\n\n"
+        "class LlamaRotary(nn.Module):\n    def __init__(self):\n        super().__init__()\n\n\n"
+        "class LlamaLayer(GradientCheckpointingLayer):\n    def __init__(self):\n        super().__init__()\n\n\n"
+        "class LlamaPreTrainedModel(PreTrainedModel):\n    pass\n\n\n"
+        "class LlamaModel(LlamaPreTrainedModel):\n    def __init__(self, config):\n        super().__init__(config)\n"
+    )
+    child = (
+        "from torch import nn\n\nfrom generated.llama.modeling_llama import LlamaLayer, LlamaModel, LlamaRotary\n"
+        "from tools import PreTrainedModel\n\n\n"
+        "class Qwen2Rotary(LlamaRotary):\n    def __init__(self):\n        nn.Module.__init__()\n        self.a = 1\n\n\n"
+        "class Qwen2Layer(LlamaLayer):\n    def __init__(self):\n        nn.Module.__init__(self)\n        self.b = 2\n\n\n"
+        "class Qwen2Model(LlamaModel):\n    def __init__(self, config):\n"
+        "        PreTrainedModel.__init__(self, config)\n        self.c = 3\n"
+    )
+    text = convert(tmp_path, child, parent)
+    assert "nn.Module.__init__" not in text and "PreTrainedModel.__init__" not in text
+    assert text.count("super().__init__()") == 2 and "super().__init__(config)" in text
+
+
+def versioned_tree(tmp_path: Path, version: str) -> Path:
+    """transformers/models/{llama,qwen2} of a transformers `version`; llama's processor binds a token before its
+    base's `__init__`, qwen2's subclasses it and calls `super().__init__(...)`."""
+    models = tmp_path / "transformers" / "models"
+    for model in ("llama", "qwen2"):
+        (models / model).mkdir(parents=True)
+        (models / model / "__init__.py").write_text("")
+    (models / "__init__.py").write_text("")
+    (models.parent / "__init__.py").write_text(f'__version__ = "{version}"\n')
+    (models / "llama" / "processing_llama.py").write_text(
+        "class ProcessorMixin:\n    def __init__(self, tokenizer):\n        self.tokenizer = tokenizer\n\n\n"
+        "class LlamaProcessor(ProcessorMixin):\n    def __init__(self, tokenizer):\n"
+        "        self.image_token = '<image>'\n        super().__init__(tokenizer)\n"
+    )
+    modular = models / "qwen2" / "modular_qwen2.py"
+    modular.write_text(
+        "from ..llama.processing_llama import LlamaProcessor\n\n\n"
+        "class Qwen2Processor(LlamaProcessor):\n    def __init__(self, tokenizer):\n"
+        "        super().__init__(tokenizer)\n        self.video_token = '<video>'\n"
+    )
+    return modular
+
+
+@pytest.mark.parametrize(("version", "stays"), [("5.24.0", True), ("4.57.3", True), ("4.55.4", False)])
+def test_the_base_init_call_keeps_the_parents_place_from_hf_4_56(tmp_path, version, stays):
+    # HF 5.x processors (qwen3_vl, glm4v, colpali, ...): a parent that binds `self.image_token` before calling its
+    # base's `__init__` keeps that order in the flattened `__init__` (HF's converter from 4.56 on; 4.55's moved
+    # the call first, as modbuild did for every tree)
+    modular = versioned_tree(tmp_path, version)
+    text = convert_file(modular, detect(modular.parent.parent))[modular.parent / "processing_qwen2.py"]
+    body = text.split("class Qwen2Processor")[1]
+    assert (body.index("self.image_token") < body.index("super().__init__(tokenizer)")) is stays

@@ -15,6 +15,7 @@ import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
 from modbuild.convert import supercall
+from modbuild.convert.dialect import init_call_stays
 from modbuild.convert.merge import ClassMerger, ParentClass
 from modbuild.convert.nodes import class_body, find_all, is_docstring, is_name
 from modbuild.convert.rename import rename_node, rename_strings, replace_names
@@ -114,7 +115,7 @@ class Namespace:
     def __init__(self, child: SourceModule, prefix: Prefix, parents: list[Parent], imports: ParentImports):
         self.child, self.prefix, self.parents, self.imports = child, prefix, parents, imports
         self.by_model = {p.model: p for p in parents}
-        self.merger = ClassMerger(child.path, child.line_of)
+        self.merger = ClassMerger(child.path, child.line_of, init_call_stays(child.path))
         self._counter = 0
         self._parent_cache: dict[int, OutUnit] = {}
         self.aliases: dict[str, str] = {}  # renamed parent class -> the child class standing for it

@@ -1,12 +1,13 @@
 """Pass 3: merge a child class over its (already renamed) parent class.
 
 Child members replace the parent's members with the same key at the parent's position; new
-members follow. `attr = AttributeError()` and methods that only `raise AttributeError` remove a
-member. Statement-level `super().f(...)` calls are unrolled (see `supercall`).
+members follow. `attr = AttributeError()` and methods HF reads as removal markers (`is_removal`) remove
+a member. Statement-level `super().f(...)` calls are unrolled (see `supercall`).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,13 +38,19 @@ class Merged:
     deps: set[str]
 
 
+# HF's removal marker for a method, matched on the method's source as written (leading blank line included):
+# `def f(...):` on one line after one blank line, then `raise SomethingError(...)` as its first line.
+_REMOVAL = re.compile(r"\ndef .*\(.*\).*:.*\n    raise.*Error\(.*")
+
+
 def is_removal(node: cst.BaseStatement) -> bool:
+    """`attr = AttributeError()`, or a method HF takes for a removal marker: its body starts by raising an error
+    (`raise NotImplementedError("No need to inherit")` too) and its `def` line is on its own after one blank line.
+    A docstring before the `raise`, a decorator, or the class's first line right above it make it a member as
+    written (HF's rule, from its converter's pattern; 5.x moonshine, deepseek_vl, jamba)."""
     if isinstance(inner := single(node), cst.Assign) and _attribute_error(inner.value):
         return True
-    if isinstance(node, cst.FunctionDef):
-        body = strip_docstring(list(node.body.body))
-        return len(body) == 1 and isinstance(inner := single(body[0]), cst.Raise) and _attribute_error(inner.exc)
-    return False
+    return isinstance(node, cst.FunctionDef) and _REMOVAL.match(cst.Module([]).code_for_node(node)) is not None
 
 
 def _docstring(fn: cst.FunctionDef) -> cst.BaseStatement | None:
@@ -54,8 +61,9 @@ def _docstring(fn: cst.FunctionDef) -> cst.BaseStatement | None:
 
 
 class ClassMerger:
-    def __init__(self, path, line_of: Callable[[cst.CSTNode], int]):
+    def __init__(self, path, line_of: Callable[[cst.CSTNode], int], init_call_stays: bool = False):
         self.path, self.line_of = path, line_of
+        self.init_call_stays = init_call_stays  # HF >= 4.56: see `_starts_with_init_call`
         self.deleted: list[tuple[str, cst.BaseStatement]] = []
 
     def error(self, node: cst.CSTNode) -> Callable[[str], ConvertError]:
@@ -77,7 +85,8 @@ class ClassMerger:
         merged_members = self._overlay(members, child_members, inherited)
         # `Base.f(self, ...)` may name the flattened parent's bases too (`nn.Module.__init__(self)`), as in HF
         inherited_bases = {_code(arg.value) for parent in parents for arg in parent.node.bases}
-        calls = _BaseCalls({_code(arg.value) for arg in child.bases}, inherited_bases)
+        own_bases = {_code(arg.value) for arg in child.bases}
+        calls = _BaseCalls(own_bases, inherited_bases | _standing_for(own_bases | inherited_bases))
         merged_members = [
             Member(mem.key, mem.node.visit(calls), mem.deps) if _may_call_bases(mem, calls.bases | calls.kept) else mem
             for mem in merged_members
@@ -107,8 +116,10 @@ class ClassMerger:
         bases: list[cst.Arg] = []
         merged = iter(parents)
         flattened = [
-            isinstance(arg.value, cst.Name) and arg.value.value in own
-            or isinstance(arg.value, cst.Attribute) and _code(arg.value) in own
+            isinstance(arg.value, cst.Name)
+            and arg.value.value in own
+            or isinstance(arg.value, cst.Attribute)
+            and _code(arg.value) in own
             for arg in child.bases
         ]
         extras = [a for a, f in zip(child.bases, flattened) if not f and _code(a.value) not in drop]
@@ -207,7 +218,10 @@ class ClassMerger:
         if any(from_parent for _, from_parent in body):
             body = _drop_dead_locals(self._fold_after_super(body, unbound))
             if fn.name.value == "__init__":
-                body = _post_init_last(_init_call_first(body))
+                parent_init = inherited.get("__init__")
+                if not self.init_call_stays or parent_init is None or _starts_with_init_call(parent_init.node):
+                    body = _init_call_first(body)
+                body = _post_init_last(body)
         self._check_unbound(fn, [s for s, _ in body], unbound)
         return fn.with_changes(body=fn.body.with_changes(body=[s for s, _ in body])), deps
 
@@ -307,9 +321,22 @@ def _may_call_bases(member: Member, bases: set[str]) -> bool:
     return any(f"{base}." in member.text or f"{base}()." in member.text for base in bases)
 
 
+def _standing_for(bases: set[str]) -> set[str]:
+    """Classes HF takes a class's bases for in `Base.f(...)` calls: `nn.Module` when one is a
+    `GradientCheckpointingLayer`, `PreTrainedModel` when one is a `...PreTrainedModel`."""
+    found = set()
+    if any(b.rpartition(".")[2] == CHECKPOINTING for b in bases):
+        found.add("nn.Module")
+    if any("PreTrainedModel" in b for b in bases):
+        found.add("PreTrainedModel")
+    return found
+
+
 class _BaseCalls(cst.CSTTransformer):
     """HF's `Base.f(args)` / `Base().f(args)` (no `self`) for one of the class's bases: the next implementation
-    up, skipping the parent's body, which is `super().f(args)` in the flattened class."""
+    up, skipping the parent's body, which is `super().f(args)` in the flattened class. The same for a base the
+    flattened class keeps from its parent (`nn.Module.__init__()` in gemma2's rotary embedding), with or without
+    `self`, and for what HF takes those bases for (`_standing_for`)."""
 
     def __init__(self, bases: set[str], kept: set[str] = frozenset()):
         self.bases, self.kept, self.used = bases, set(kept), set()
@@ -327,14 +354,14 @@ class _BaseCalls(cst.CSTTransformer):
         else:
             return updated
         self_form = with_self and not isinstance(owner, cst.Call)
-        if base not in self.bases and not (self_form and base in self.kept):
+        if base not in self.bases and base not in self.kept:
             return updated
         args = updated.args
         if self_form:
             # `PreTrainedModel._init_weights(self, m)` for a base the class keeps (the flattened one with `self` is
             # the escape hatch, never merged): HF writes `super()._init_weights(m)`, and the base stays
             args = args[1:]
-        else:
+        elif base in self.bases:
             self.used.add(base)
         return updated.with_changes(func=func.with_changes(value=cst.Call(cst.Name("super"))), args=args)
 
@@ -572,6 +599,17 @@ def _repeats_parent(stmt: cst.BaseStatement, out: list[tuple[cst.BaseStatement, 
         if out[index][1] and _code(out[index][0]).strip() == code:
             return not _changes_what_it_reads(inner.value, [s for s, _ in out[index + 1 :]])
     return False
+
+
+def _starts_with_init_call(parent: cst.BaseStatement) -> bool:
+    """Whether the parent's `__init__` calls `super().__init__(...)` first (after its docstring). HF from 4.56 on
+    moves that call first in the flattened `__init__` only then; a parent that binds things before it (HF 5.x
+    processors: `self.image_token = ...` then `super().__init__(...)`) keeps its order."""
+    if not isinstance(parent, cst.FunctionDef):
+        return True
+    body = strip_docstring(list(parent.body.body))
+    inner = single(body[0]) if body else None
+    return isinstance(inner, cst.Expr) and is_super_call(inner.value) and inner.value.func.attr.value == "__init__"
 
 
 def _init_call_first(body: list[tuple[cst.BaseStatement, bool]]) -> list[tuple[cst.BaseStatement, bool]]:

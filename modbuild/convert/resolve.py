@@ -233,4 +233,3 @@ def _parent_wide_prefix(pairs: list[tuple[str, str]], prefix: Prefix, parent: Pa
         return prefix
     rest = final[len(prefix.camel) :]
     return Prefix(prefix.lower + "".join(f"_{w.lower()}" for w in re.findall(r"[A-Z][^A-Z]*", rest)), final)
-
