@@ -414,3 +414,18 @@ def test_the_base_init_call_keeps_the_parents_place_from_hf_4_56(tmp_path, versi
     text = convert_file(modular, detect(modular.parent.parent))[modular.parent / "processing_qwen2.py"]
     body = text.split("class Qwen2Processor")[1]
     assert (body.index("self.image_token") < body.index("super().__init__(tokenizer)")) is stays
+
+
+def test_f_string_text_is_not_renamed(tmp_path):
+    # HF renames plain strings and comments, not the text of f-strings (5.x altclip, chinese_clip, clipseg,
+    # metaclip_2: `f"... initialize `CLIPTextConfig` ..."` stays); the names inside `{...}` are code, renamed
+    parent = (
+        "class LlamaConfig:\n    def warn(self, key):\n"
+        "        return f'`LlamaConfig` overrides {key}: {LlamaConfig.__name__}', 'the LlamaConfig'\n"
+    )
+    child = "from generated.llama.modeling_llama import LlamaConfig\n\n\nclass Qwen2Config(LlamaConfig):\n    pass\n"
+    (tmp_path / "generated" / "llama").mkdir(parents=True)
+    (tmp_path / "generated" / "llama" / "configuration_llama.py").write_text(parent)
+    text = convert_files(tmp_path, child.replace("modeling_llama", "configuration_llama"), {})
+    body = text["configuration_qwen2.py"]
+    assert 'f"`LlamaConfig` overrides {key}: {Qwen2Config.__name__}"' in body and '"the Qwen2Config"' in body

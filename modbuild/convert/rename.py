@@ -54,13 +54,6 @@ class _Rename(cst.CSTTransformer):
         # Prose names the model as code does: `LlamaForCausalLM adds ...` reads `Qwen2ForCausalLM adds ...`.
         return updated.with_changes(value=self.prose(original.value)) if self.prose else updated
 
-    def leave_FormattedStringText(
-        self, original: cst.FormattedStringText, updated: cst.FormattedStringText
-    ) -> cst.FormattedStringText:
-        if self.string is None or "\\" in original.value:
-            return updated
-        return updated.with_changes(value=self.string(original.value))
-
     def leave_SimpleString(self, original: cst.SimpleString, updated: cst.SimpleString) -> cst.SimpleString:
         if self.prose and id(original) in self.docstrings:
             return updated.with_changes(value=self.prose(original.value))
