@@ -200,6 +200,7 @@ def test_a_hub_kernel_function_keeps_its_name(tmp_path):
     )
     text = convert(tmp_path, child, KERNELS)
     assert "def llama_scan(" in text and "qwen2_scan" not in text
+    assert '@use_kernel_func_from_hub_with_fallback("scan_fn", "llama_ssm")' in text  # its registration, as written
     namespace: dict = {}
     exec(text, namespace)  # noqa: S102
     assert (namespace["Qwen2Mixer"]().forward(1), namespace["Qwen2Mixer"]().twice(1)) == (2, 3)

@@ -395,6 +395,8 @@ class Namespace:
                 )
             else:
                 node = rename_node(unit.node, parent.renamer, module.unrenamed, unit.text, unit.members)
+                if set(unit.names) & module.kernels:  # its hub registration (`("mamba_inner_fn", "mamba_ssm")`) too
+                    node = node.with_changes(decorators=unit.node.decorators)
                 node = replace_names(node, self.aliases)
                 names = [n if n in module.unrenamed else parent.renamer.identifier(n) for n in unit.names]
                 deps, eager = (self._parent_deps(parent, module, d) for d in (unit.deps, unit.eager))
