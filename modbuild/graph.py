@@ -82,6 +82,15 @@ def own_hand_written(module: str | None, level: int, layout: Layout, path: Path,
     return target.stem if found.is_file() and not generated_from(found, path) else None
 
 
+def _own_module(node: ast.ImportFrom | ast.Import, parent: str, model: Model, layout: Layout, path: Path) -> bool:
+    """The model's own hand-written module, imported by its absolute name: no parent, no error."""
+    return (
+        parent == model.name
+        and isinstance(node, ast.ImportFrom)
+        and own_hand_written(node.module, node.level, layout, path, model.directory or model.name) is not None
+    )
+
+
 def _imports(body: list[ast.stmt]):
     """The import statements in `body` and the blocks nested in it, in source order.
 
@@ -114,9 +123,8 @@ def _scan(model: Model, known: set[str], layout: Layout) -> None:
             )
         for node in _imports(tree.body):
             for parent in parent_of_import(node, layout, model.directory or model.name):
-                if parent == model.name and isinstance(node, ast.ImportFrom):
-                    if own_hand_written(node.module, node.level, layout, path, model.directory or model.name):
-                        continue
+                if _own_module(node, parent, model, layout, path):
+                    continue
                 if parent == model.name:  # a model is not its own parent: not a silent self-edge either
                     model.error = model.error or (
                         f"{path}:{node.lineno}: model '{parent}' imports its own generated code: "
