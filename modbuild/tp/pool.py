@@ -11,8 +11,8 @@ The pool directory (one per run: the owning process and the models tree; see `po
     taken/<n>.json         rank 0's n-th pick (a request, or {"stop": why}); rank 1 follows the same order
     results/<id>.json      rank 0's answer: {"result": ..., "seconds": compute time, "key": sources}
     results/<id>.used      the answer once its client has read it
-    queued                 written once the run's requests were queued ahead (`enqueue`)
     results/<id>.error<r>  rank r's traceback when the request failed there
+    queued                 written once the run's requests were queued ahead (`enqueue`)
     logs/                  the launcher's and the ranks' logs
 
 A run can queue its requests ahead (`enqueue`, once per pool): each gets the id its client will ask for, and

@@ -98,7 +98,10 @@ def pool_request(
     from modbuild.verify.tp_results import sources_key
 
     key = sources_key(model)
-    queued = _queued_id(model, mode) if model in _queue_plan(extra_env) else None
+    try:
+        queued = _queued_id(model, mode) if model in _queue_plan(extra_env) else None
+    except PoolError as exc:  # the pool did not start
+        raise TPCheckError(f"TP checks of {model} failed in the pool: {exc}") from None
     for _ in range(2):
         try:
             answer = submit(
