@@ -162,6 +162,26 @@ def _wait(proc: subprocess.Popen, timeout: float | None, follow: _Follow) -> int
         return returncode
 
 
+def launcher_command(script: Path, nproc: int, log_dir: Path, args: list[str]) -> list[str]:
+    """``python -m paddle.distributed.launch`` of `script` (its launcher runs script paths only, not -m)."""
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc)]
+    return [*cmd, "--log_dir", str(log_dir), str(script), *args]
+
+
+def start_launcher(cmd: list[str], cwd: Path, extra_env: Mapping[str, str] | None, log: Path) -> subprocess.Popen:
+    """The launcher, its output appended to `log`, in a process group of its own (stopped as a whole)."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=launch_env(extra_env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def distributed_launch(
     script: Path,
     args: list[str],
@@ -175,8 +195,7 @@ def distributed_launch(
     """``python -m paddle.distributed.launch`` of `script` in `nproc` processes, one launch at a time, from `cwd`;
     rank 0's log is copied to `echo` as it grows. Stopped, workers included, after `timeout` seconds, and on any
     exception here (KeyboardInterrupt from Ctrl-C or a SIGTERM handler): nothing it started outlives it."""
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc)]
-    cmd += ["--log_dir", str(log_dir), str(script), *args]  # paddle's launcher runs script paths only, not -m
+    cmd = launcher_command(script, nproc, log_dir, args)
     log_dir.mkdir(parents=True, exist_ok=True)
     launcher_log = log_dir / "launcher.log"
     with one_launch_at_a_time():
@@ -184,16 +203,7 @@ def distributed_launch(
         follow = _Follow(log_dir / "workerlog.0", echo)
         if echo is not None and follow.path.is_file():
             follow.offset = follow.path.stat().st_size  # an earlier launch's lines (the logs are appended to)
-        with open(launcher_log, "ab") as out:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=cwd,
-                env=launch_env(extra_env),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, killed as a whole on timeout
-            )
+        proc = start_launcher(cmd, cwd, extra_env, launcher_log)
         try:
             returncode = _wait(proc, timeout, follow)
         except BaseException:

@@ -40,7 +40,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from modbuild.atomic import atomic_write
-from modbuild.tp.launch import ROOT, TP_DEGREE, _descendants, _stat, launch_env, log_tails, one_launch_at_a_time
+from modbuild.tp.launch import (
+    ROOT,
+    TP_DEGREE,
+    _descendants,
+    _stat,
+    launcher_command,
+    log_tails,
+    one_launch_at_a_time,
+    start_launcher,
+)
 
 IDLE = 120.0  # seconds without a request before the pool stops itself
 START_TIMEOUT = 300.0
@@ -144,20 +153,10 @@ def _start(folder: Path, script: Path, owner: tuple[int, int], idle: float, env:
     (folder / "ready").unlink(missing_ok=True)
     for sub in ("requests", "taken", "results", "logs"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(TP_DEGREE)]
-    cmd += ["--log_dir", str(folder / "logs"), str(script)]
-    cmd += ["--pool-dir", str(folder), "--owner", f"{owner[0]}:{owner[1]}", "--idle", str(idle)]
+    serve = ["--pool-dir", str(folder), "--owner", f"{owner[0]}:{owner[1]}", "--idle", str(idle)]
+    cmd = launcher_command(script, TP_DEGREE, folder / "logs", serve)
     with one_launch_at_a_time():  # the rendezvous and gloo ports are raced for only while starting
-        with open(folder / "logs" / "launcher.log", "ab") as out:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                env=launch_env(env),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = start_launcher(cmd, ROOT, env, folder / "logs" / "launcher.log")
         _started.append(proc)
         launcher = (proc.pid, _stat(proc.pid)[1] if _stat(proc.pid) else 0)
         atomic_write(folder / "pool.json", json.dumps({"pid": launcher[0], "start": launcher[1], "cmd": cmd}))

@@ -32,10 +32,9 @@ def record_from(model: str, result: dict) -> Record:
 
 
 def check_tp2(model: str) -> Record:
-    from modbuild.verify.specs import spec
     from modbuild.verify.tp_results import tp_result
-    from modbuild.verify.tp_run import pool_request, run_tp2, run_tp_checks
+    from modbuild.verify.tp_run import pool_mode, pool_request, run_tp2, run_tp_checks
 
-    if not spec(model).causal:  # no train-tp2 to share a request with
+    if pool_mode(model) == "tp2":  # no train-tp2 to share a request with
         return record_from(model, pool_request(model, "tp2"))
     return record_from(model, tp_result(model, "tp2", run_tp_checks, alone=run_tp2))
